@@ -1,0 +1,68 @@
+package goms
+
+import (
+	"net/http"
+
+	"connectrpc.com/grpchealth"
+)
+
+// Paths of the plain HTTP probes every listener serves, for load balancers
+// and orchestrators that do not speak gRPC.
+const (
+	// LivenessPath answers 200 while the process serves at all.
+	LivenessPath = "/healthz"
+	// ReadinessPath answers 200 while the server takes traffic, and 503
+	// before Serve, once shutdown begins, or while SetHealth("", ...)
+	// says NOT_SERVING.
+	ReadinessPath = "/readyz"
+)
+
+// addBuiltins mounts health checking, the probes and reflection on every
+// listener. Called with s.mu held, once all user mounts are known.
+func (s *Server) addBuiltins() error {
+	healthPath, healthHandler := grpchealth.NewHandler(s.health, s.handlerOpts...)
+	probes := map[string]http.Handler{
+		LivenessPath:  http.HandlerFunc(liveness),
+		ReadinessPath: http.HandlerFunc(s.readiness),
+		healthPath:    healthHandler,
+	}
+	for _, l := range s.listeners {
+		for path, h := range probes {
+			if err := s.mountLocked([]string{l.Name}, path, h); err != nil {
+				return err
+			}
+		}
+	}
+	return s.addReflection()
+}
+
+func liveness(w http.ResponseWriter, r *http.Request) {
+	probe(w, r, http.StatusOK, "ok\n")
+}
+
+func (s *Server) readiness(w http.ResponseWriter, r *http.Request) {
+	if !s.ready.Load() {
+		probe(w, r, http.StatusServiceUnavailable, "not ready\n")
+		return
+	}
+	res, err := s.health.Check(r.Context(), &grpchealth.CheckRequest{})
+	if err != nil || res.Status != grpchealth.StatusServing {
+		probe(w, r, http.StatusServiceUnavailable, "not ready\n")
+		return
+	}
+	probe(w, r, http.StatusOK, "ready\n")
+}
+
+func probe(w http.ResponseWriter, r *http.Request, status int, body string) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	if r.Method == http.MethodGet {
+		_, _ = w.Write([]byte(body))
+	}
+}

@@ -1,0 +1,136 @@
+package goms
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+)
+
+// errShuttingDown is the cause of the cancellation of calls still running
+// when the grace period ends.
+var errShuttingDown = errors.New("server is shutting down: retry the call on another replica or after restart")
+
+// flushTimeout bounds the wait, after calls were cancelled, for their final
+// statuses to reach the clients before connections are closed.
+const flushTimeout = 2 * time.Second
+
+// SignalContext returns a copy of parent that is cancelled on the first
+// SIGINT or SIGTERM, the goms counterpart of the original
+// CatchStopSignals. A second signal is no longer caught, so a second
+// Ctrl-C stops the process at once. Call stop to release the signals
+// early.
+func SignalContext(parent context.Context) (ctx context.Context, stop context.CancelFunc) {
+	ctx, cancel := context.WithCancel(parent)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	var once sync.Once
+	release := func() { once.Do(func() { signal.Stop(sigs) }) }
+	go func() {
+		select {
+		case <-sigs:
+		case <-ctx.Done():
+		}
+		release()
+		cancel()
+	}()
+	return ctx, func() {
+		release()
+		cancel()
+	}
+}
+
+// shutdown drains and stops every listener, as Serve documents.
+func (s *Server) shutdown() {
+	s.mu.Lock()
+	if s.state == stateClosed {
+		s.mu.Unlock()
+		return
+	}
+	s.state = stateClosed
+	s.ready.Store(false)
+	for _, l := range s.listeners {
+		for _, name := range l.routes.names {
+			s.health.SetStatus(name, grpchealth.StatusNotServing)
+		}
+	}
+	s.health.SetStatus("", grpchealth.StatusNotServing)
+	s.mu.Unlock()
+	s.logger.Info("goms: shutting down", "grace", s.cfg.ShutdownTimeout)
+	defer s.closeIdleClients()
+
+	grace, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	if s.shutdownAll(grace) {
+		s.cancelBase(errShuttingDown)
+		s.logger.Info("goms: stopped")
+		return
+	}
+	// The grace period is over: end what still runs, let the statuses
+	// flush, then close whatever is left.
+	s.cancelBase(errShuttingDown)
+	s.logger.Warn("goms: grace period over, cancelling the calls still running")
+	flush, cancelFlush := context.WithTimeout(context.Background(), flushTimeout)
+	defer cancelFlush()
+	if !s.shutdownAll(flush) {
+		for _, l := range s.listeners {
+			_ = l.http.Close()
+		}
+	}
+	s.logger.Info("goms: stopped")
+}
+
+// shutdownAll shuts every listener's HTTP server down in parallel and
+// reports whether all of them finished before ctx ended.
+func (s *Server) shutdownAll(ctx context.Context) bool {
+	var wg sync.WaitGroup
+	errs := make([]error, len(s.listeners))
+	for i, l := range s.listeners {
+		wg.Go(func() { errs[i] = l.http.Shutdown(ctx) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			return false
+		}
+	}
+	return true
+}
+
+// drainInterceptor turns the cancellation of calls cut by shutdown into
+// CodeUnavailable, the code gRPC clients retry on another replica, instead
+// of the CodeCanceled a cancelled context would give.
+type drainInterceptor struct{}
+
+func (drainInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		res, err := next(ctx, req)
+		return res, drainError(ctx, err)
+	}
+}
+
+func (drainInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (drainInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		return drainError(ctx, next(ctx, conn))
+	}
+}
+
+func drainError(ctx context.Context, err error) error {
+	if err == nil || ctx.Err() == nil || !errors.Is(context.Cause(ctx), errShuttingDown) {
+		return err
+	}
+	if errors.Is(err, context.Canceled) || connect.CodeOf(err) == connect.CodeCanceled {
+		return connect.NewError(connect.CodeUnavailable, errShuttingDown)
+	}
+	return err
+}

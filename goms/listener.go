@@ -1,0 +1,215 @@
+package goms
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+
+	"connectrpc.com/connect"
+)
+
+// Mode says which RPC protocols a listener accepts. The original GoMs ran a
+// gRPC server and an HTTP gateway on two ports; in goms they are two modes
+// of the same kind of listener.
+type Mode string
+
+const (
+	// ModeGRPC accepts gRPC only, like the original GoMs gRPC server.
+	ModeGRPC Mode = "grpc"
+	// ModeHTTP accepts the Connect protocol (JSON and binary, unary GET
+	// requests included) and gRPC-Web, the protocols browsers and curl use.
+	ModeHTTP Mode = "http"
+	// ModeGateway accepts gRPC, gRPC-Web and Connect.
+	ModeGateway Mode = "gateway"
+)
+
+// accepts reports whether the mode lets requests of protocol p through to
+// the handlers. Requests whose protocol is unknown are passed on by the
+// modes that speak Connect, whose handlers answer them with 415 and the
+// content types they accept.
+func (m Mode) accepts(p protocol) bool {
+	switch m {
+	case ModeGRPC:
+		return p == protocolGRPC
+	case ModeHTTP:
+		return p != protocolGRPC
+	default:
+		return true
+	}
+}
+
+// protocols names the protocols a mode accepts, for error messages.
+func (m Mode) protocols() string {
+	switch m {
+	case ModeGRPC:
+		return "gRPC only"
+	case ModeHTTP:
+		return "Connect and gRPC-Web only"
+	default:
+		return "gRPC, gRPC-Web and Connect"
+	}
+}
+
+// Listener describes one address goms listens on. The zero Mode is
+// ModeGateway.
+type Listener struct {
+	// Name identifies the listener in MountOn, in logs and in errors. It
+	// must be unique and not empty.
+	Name string `yaml:"name"`
+	// Addr is the TCP address, "host:port". Port 0 picks a free port; the
+	// chosen address is then available from Server.Addr after Listen.
+	Addr string `yaml:"address"`
+	// Mode says which protocols the listener accepts. The default is
+	// ModeGateway.
+	Mode Mode `yaml:"mode"`
+	// CertFile and KeyFile name PEM files holding a certificate and its
+	// key. When set, the listener speaks TLS (HTTP/1.1 and HTTP/2 through
+	// ALPN) instead of cleartext HTTP/1.1 and h2c.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// TLSConfig is the code-only alternative to CertFile and KeyFile. It
+	// must hold at least one certificate (or GetCertificate); goms clones
+	// it and sets NextProtos.
+	TLSConfig *tls.Config `yaml:"-"`
+}
+
+// check validates the listener and returns it with its defaults applied,
+// along with the TLS configuration it serves with, if any.
+func (l Listener) check() (Listener, *tls.Config, error) {
+	if l.Name == "" {
+		return l, nil, fmt.Errorf("goms: listener with address %q: name must not be empty", l.Addr)
+	}
+	switch l.Mode {
+	case "":
+		l.Mode = ModeGateway
+	case ModeGRPC, ModeHTTP, ModeGateway:
+	default:
+		return l, nil, fmt.Errorf("goms: listener %q: mode %q: want %q, %q or %q", l.Name, l.Mode, ModeGRPC, ModeHTTP, ModeGateway)
+	}
+	if err := checkAddr(l.Addr); err != nil {
+		return l, nil, fmt.Errorf("goms: listener %q: address %q: %w", l.Name, l.Addr, err)
+	}
+	tlsConfig, err := l.tlsConfig()
+	if err != nil {
+		return l, nil, fmt.Errorf("goms: listener %q: %w", l.Name, err)
+	}
+	return l, tlsConfig, nil
+}
+
+func checkAddr(addr string) error {
+	if addr == "" {
+		return fmt.Errorf("must not be empty")
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	return nil
+}
+
+func (l Listener) tlsConfig() (*tls.Config, error) {
+	files := l.CertFile != "" || l.KeyFile != ""
+	switch {
+	case files && l.TLSConfig != nil:
+		return nil, fmt.Errorf("set either cert_file and key_file or TLSConfig, not both")
+	case files && (l.CertFile == "" || l.KeyFile == ""):
+		return nil, fmt.Errorf("cert_file and key_file go together: got cert_file %q, key_file %q", l.CertFile, l.KeyFile)
+	case files:
+		cert, err := tls.LoadX509KeyPair(l.CertFile, l.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("loading TLS certificate: %w", err)
+		}
+		return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+	case l.TLSConfig != nil:
+		c := l.TLSConfig.Clone()
+		if len(c.Certificates) == 0 && c.GetCertificate == nil && c.GetConfigForClient == nil {
+			return nil, fmt.Errorf("TLSConfig has no certificate")
+		}
+		return c, nil
+	default:
+		return nil, nil
+	}
+}
+
+// listener is a configured Listener at run time: its routes, its HTTP
+// server and, once bound, its net.Listener.
+type listener struct {
+	Listener
+	tlsConfig *tls.Config
+	routes    routes
+	http      *http.Server
+	ln        net.Listener
+	// rejections holds the error answered for each protocol the mode
+	// excludes, built once.
+	rejections [protocolConnect + 1]*connect.Error
+}
+
+func newListener(s *Server, cfg Listener, tlsConfig *tls.Config) *listener {
+	l := &listener{Listener: cfg, tlsConfig: tlsConfig, routes: newRoutes()}
+	for p := range l.rejections {
+		l.rejections[p] = rejection(cfg.Name, cfg.Mode, protocol(p))
+	}
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	if tlsConfig != nil {
+		protocols.SetHTTP2(true)
+	} else {
+		protocols.SetUnencryptedHTTP2(true)
+	}
+	l.http = &http.Server{
+		Handler:           l,
+		Protocols:         &protocols,
+		TLSConfig:         tlsConfig,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
+		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: s.cfg.MaxConcurrentStreams,
+		},
+		BaseContext: func(net.Listener) context.Context { return s.base },
+		ErrorLog:    slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
+	}
+	return l
+}
+
+// serve runs the HTTP server on the bound listener until it is shut down.
+func (l *listener) serve() error {
+	var err error
+	if l.tlsConfig != nil {
+		err = l.http.ServeTLS(l.ln, "", "")
+	} else {
+		err = l.http.Serve(l.ln)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("goms: listener %q: %w", l.Name, err)
+}
+
+// ServeHTTP routes one request: plain paths first, then the protocol
+// filter of the listener's mode, then the mounted procedures.
+func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.Path
+	if h, ok := l.routes.plain[path]; ok {
+		h.ServeHTTP(w, r)
+		return
+	}
+	p := classify(r)
+	if !l.Mode.accepts(p) {
+		writeError(w, r, l.rejections[p])
+		return
+	}
+	if h := l.routes.rpc(path); h != nil {
+		h.ServeHTTP(w, r)
+		return
+	}
+	writeError(w, r, unknownProcedure(l.Name, path))
+}

@@ -1,0 +1,381 @@
+package goms
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+)
+
+// Defaults of the Config fields whose zero value means "the default".
+const (
+	DefaultShutdownTimeout      = 10 * time.Second
+	DefaultReadHeaderTimeout    = 10 * time.Second
+	DefaultIdleTimeout          = 2 * time.Minute
+	DefaultMaxHeaderBytes       = 1 << 20
+	DefaultMaxMessageBytes      = 4 << 20
+	DefaultMaxConcurrentStreams = 250
+)
+
+// ErrServerClosed is returned by Listen, Serve and Mount once a server has
+// stopped: a Server is not reused.
+var ErrServerClosed = errors.New("goms: server closed")
+
+// Config describes a server. Its zero value is valid but for Listeners,
+// which needs at least one entry; every other field states its default.
+type Config struct {
+	// Listeners are the addresses the server listens on.
+	Listeners []Listener `yaml:"listeners"`
+
+	// ShutdownTimeout is the grace period calls in flight get when the
+	// server stops; calls still running then end with CodeUnavailable.
+	// Default DefaultShutdownTimeout (10s).
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// ReadHeaderTimeout bounds the time a client may take to send request
+	// headers. Default DefaultReadHeaderTimeout (10s).
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// IdleTimeout closes connections that carried no request for that
+	// long. Default DefaultIdleTimeout (2m).
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxHeaderBytes bounds the size of request headers, HTTP/1.1 and
+	// HTTP/2 alike. Default DefaultMaxHeaderBytes (1 MiB).
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// MaxMessageBytes bounds the size of one request message, after
+	// decompression, in handlers built with HandlerOptions; larger
+	// messages fail with CodeResourceExhausted. Default
+	// DefaultMaxMessageBytes (4 MiB, as grpc-go).
+	MaxMessageBytes int `yaml:"max_message_bytes"`
+	// MaxConcurrentStreams bounds the calls in flight on one HTTP/2
+	// connection. Default DefaultMaxConcurrentStreams (250).
+	MaxConcurrentStreams int `yaml:"max_concurrent_streams"`
+
+	// Reflection configures gRPC server reflection, on by default on
+	// every listener.
+	Reflection Reflection `yaml:"reflection"`
+
+	// Logger receives the server's own records (listening, stopping,
+	// errors of the HTTP servers). Default slog.Default().
+	Logger *slog.Logger `yaml:"-"`
+}
+
+// Reflection configures the grpc.reflection.v1 and v1alpha services, which
+// let grpcurl and buf curl list and describe the mounted services.
+type Reflection struct {
+	// Disabled turns reflection off on every listener.
+	Disabled bool `yaml:"disabled"`
+	// Listeners, when not empty, limits reflection to the named listeners.
+	Listeners []string `yaml:"listeners"`
+}
+
+// Server serves mounted connect handlers on its listeners. Create one with
+// New, mount handlers, then call Serve. Its methods are safe to call
+// concurrently.
+type Server struct {
+	cfg         Config
+	logger      *slog.Logger
+	listeners   []*listener
+	handlerOpts []connect.HandlerOption
+	health      *grpchealth.StaticChecker
+	ready       atomic.Bool
+
+	// base is the parent of every request context; cancelling it with
+	// errShuttingDown ends the calls still running after the grace period.
+	base       context.Context
+	cancelBase context.CancelCauseFunc
+
+	clientOnce sync.Once
+	transport  *http.Transport
+
+	mu          sync.Mutex
+	state       state
+	builtins    bool
+	mountErrs   []error
+	userHealth  map[string]grpchealth.Status
+	shutdownNow chan struct{}
+}
+
+type state uint8
+
+const (
+	stateNew state = iota
+	stateListening
+	stateServing
+	stateClosed
+)
+
+// New checks cfg and returns a server that does not listen yet. Errors name
+// the field at fault.
+func New(cfg Config) (*Server, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	base, cancel := context.WithCancelCause(context.Background())
+	s := &Server{
+		cfg:         cfg,
+		logger:      cfg.Logger,
+		health:      grpchealth.NewStaticChecker(),
+		base:        base,
+		cancelBase:  cancel,
+		userHealth:  make(map[string]grpchealth.Status),
+		shutdownNow: make(chan struct{}),
+	}
+	s.health.SetStatus("", grpchealth.StatusNotServing)
+	s.handlerOpts = []connect.HandlerOption{
+		connect.WithReadMaxBytes(cfg.MaxMessageBytes),
+		connect.WithInterceptors(drainInterceptor{}),
+	}
+	for _, lc := range cfg.Listeners {
+		lc, tlsConfig, err := lc.check()
+		if err != nil {
+			return nil, err
+		}
+		if s.listener(lc.Name) != nil {
+			return nil, fmt.Errorf("goms: listener %q: name used twice", lc.Name)
+		}
+		s.listeners = append(s.listeners, newListener(s, lc, tlsConfig))
+	}
+	for _, name := range cfg.Reflection.Listeners {
+		if s.listener(name) == nil {
+			return nil, fmt.Errorf("goms: reflection.listeners: unknown listener %q (have %s)", name, s.listenerNames())
+		}
+	}
+	return s, nil
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if len(c.Listeners) == 0 {
+		return c, errors.New("goms: listeners: need at least one listener")
+	}
+	durations := []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"shutdown_timeout", &c.ShutdownTimeout, DefaultShutdownTimeout},
+		{"read_header_timeout", &c.ReadHeaderTimeout, DefaultReadHeaderTimeout},
+		{"idle_timeout", &c.IdleTimeout, DefaultIdleTimeout},
+	}
+	for _, d := range durations {
+		if *d.v < 0 {
+			return c, fmt.Errorf("goms: %s: %v is negative", d.name, *d.v)
+		}
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	sizes := []struct {
+		name string
+		v    *int
+		def  int
+	}{
+		{"max_header_bytes", &c.MaxHeaderBytes, DefaultMaxHeaderBytes},
+		{"max_message_bytes", &c.MaxMessageBytes, DefaultMaxMessageBytes},
+		{"max_concurrent_streams", &c.MaxConcurrentStreams, DefaultMaxConcurrentStreams},
+	}
+	for _, n := range sizes {
+		if *n.v < 0 {
+			return c, fmt.Errorf("goms: %s: %d is negative", n.name, *n.v)
+		}
+		if *n.v == 0 {
+			*n.v = n.def
+		}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	c.Listeners = slices.Clone(c.Listeners)
+	return c, nil
+}
+
+func (s *Server) listener(name string) *listener {
+	for _, l := range s.listeners {
+		if l.Name == name {
+			return l
+		}
+	}
+	return nil
+}
+
+func (s *Server) listenerNames() string {
+	names := make([]string, len(s.listeners))
+	for i, l := range s.listeners {
+		names[i] = fmt.Sprintf("%q", l.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
+// HandlerOptions returns the connect handler options every handler mounted
+// on s should be built with: the message size limit of
+// Config.MaxMessageBytes and the interceptor that ends calls cut by
+// shutdown with CodeUnavailable. Pass them to generated constructors, and
+// append options of your own after them.
+func (s *Server) HandlerOptions() []connect.HandlerOption {
+	return slices.Clip(s.handlerOpts)
+}
+
+// Addr returns the address the named listener is bound to, or nil before
+// Listen or for an unknown name. With port 0 in the configuration, it
+// tells the port the system chose.
+func (s *Server) Addr(listener string) net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.listener(listener)
+	if l == nil || l.ln == nil {
+		return nil
+	}
+	return l.ln.Addr()
+}
+
+// SetHealth sets the status the grpc.health.v1 service reports for one
+// service, or for the whole server when service is "" (which /readyz
+// follows too). Mounted services are SERVING from the moment Serve runs
+// unless set otherwise; once shutdown begins every status is NOT_SERVING
+// and SetHealth has no effect.
+func (s *Server) SetHealth(service string, status grpchealth.Status) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.userHealth[service] = status
+	if s.state == stateServing {
+		s.health.SetStatus(service, status)
+	}
+}
+
+// Listen binds every listener, so that a port in use is reported before
+// anything is served, and Addr tells the chosen ports. On error no
+// listener stays open. Serve calls Listen when it has not been called.
+func (s *Server) Listen() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch s.state {
+	case stateClosed:
+		return ErrServerClosed
+	case stateListening, stateServing:
+		return errors.New("goms: Listen called twice")
+	}
+	if err := errors.Join(s.mountErrs...); err != nil {
+		return err
+	}
+	if !s.builtins {
+		if err := s.addBuiltins(); err != nil {
+			return err
+		}
+		s.builtins = true
+	}
+	for i, l := range s.listeners {
+		ln, err := net.Listen("tcp", l.Addr)
+		if err != nil {
+			for _, opened := range s.listeners[:i] {
+				_ = opened.ln.Close()
+				opened.ln = nil
+			}
+			return fmt.Errorf("goms: listener %q: %w", l.Name, err)
+		}
+		l.ln = ln
+	}
+	s.state = stateListening
+	return nil
+}
+
+// Serve listens (unless Listen was called), serves every listener, and
+// blocks until ctx ends or a listener fails. Then it shuts down:
+//
+//  1. /readyz answers 503 and every health status turns NOT_SERVING;
+//  2. the listeners stop accepting, idle connections close, and HTTP/2
+//     clients receive GOAWAY;
+//  3. calls in flight get Config.ShutdownTimeout to finish;
+//  4. calls still running then see their context cancelled, and those in
+//     handlers built with HandlerOptions end with CodeUnavailable; their
+//     responses get a moment to flush before connections are closed.
+//
+// Serve returns nil when ctx ended and the shutdown went through, the
+// listener's error when one failed, and ErrServerClosed when the server
+// was already closed.
+func (s *Server) Serve(ctx context.Context) error {
+	s.mu.Lock()
+	st := s.state
+	s.mu.Unlock()
+	if st == stateNew {
+		if err := s.Listen(); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	if s.state != stateListening {
+		defer s.mu.Unlock()
+		if s.state == stateClosed {
+			return ErrServerClosed
+		}
+		return errors.New("goms: Serve called twice")
+	}
+	s.state = stateServing
+	errc := make(chan error, len(s.listeners))
+	for _, l := range s.listeners {
+		go func() { errc <- l.serve() }()
+		s.logger.Info("goms: listening", "listener", l.Name, "addr", l.ln.Addr().String(), "mode", string(l.Mode), "tls", l.tlsConfig != nil)
+	}
+	s.setServing()
+	s.mu.Unlock()
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case <-s.shutdownNow:
+	case err = <-errc:
+		s.logger.Error("goms: listener failed", "err", err)
+	}
+	s.shutdown()
+	return err
+}
+
+// Close stops the server at once: listeners and connections close and
+// calls in flight fail. Serve, if running, returns. Prefer cancelling
+// Serve's context, which drains calls first.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	prev := s.state
+	if prev == stateClosed {
+		return nil
+	}
+	s.state = stateClosed
+	s.ready.Store(false)
+	s.cancelBase(errShuttingDown)
+	var errs []error
+	for _, l := range s.listeners {
+		if prev == stateServing {
+			errs = append(errs, l.http.Close())
+		} else if l.ln != nil {
+			errs = append(errs, l.ln.Close())
+		}
+	}
+	if prev == stateServing {
+		close(s.shutdownNow)
+	}
+	return errors.Join(errs...)
+}
+
+// setServing reports every mounted service SERVING, except those given
+// another status through SetHealth. Called with s.mu held.
+func (s *Server) setServing() {
+	for _, l := range s.listeners {
+		for _, name := range l.routes.names {
+			s.health.SetStatus(name, grpchealth.StatusServing)
+		}
+	}
+	s.health.SetStatus("", grpchealth.StatusServing)
+	for name, st := range s.userHealth {
+		s.health.SetStatus(name, st)
+	}
+	s.ready.Store(true)
+}
