@@ -80,23 +80,23 @@ func (s *Server) shutdown() {
 	defer cancelFlush()
 	if !s.shutdownAll(flush) {
 		for _, l := range s.listeners {
-			_ = l.http.Close()
+			l.close()
 		}
 	}
 	s.logger.Info("goms: stopped")
 }
 
-// shutdownAll shuts every listener's HTTP server down in parallel and
-// reports whether all of them finished before ctx ended.
+// shutdownAll shuts every listener down in parallel and reports whether
+// all of them finished before ctx ended.
 func (s *Server) shutdownAll(ctx context.Context) bool {
 	var wg sync.WaitGroup
-	errs := make([]error, len(s.listeners))
+	done := make([]bool, len(s.listeners))
 	for i, l := range s.listeners {
-		wg.Go(func() { errs[i] = l.http.Shutdown(ctx) })
+		wg.Go(func() { done[i] = l.shutdown(ctx) })
 	}
 	wg.Wait()
-	for _, err := range errs {
-		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+	for _, ok := range done {
+		if !ok {
 			return false
 		}
 	}

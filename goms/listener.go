@@ -67,6 +67,9 @@ type Listener struct {
 	// Mode says which protocols the listener accepts. The default is
 	// ModeGateway.
 	Mode Mode `yaml:"mode"`
+	// Engine serves the listener's gRPC connections. The default is
+	// EngineNetHTTP; EngineGRPC is valid on grpc-mode listeners only.
+	Engine Engine `yaml:"engine"`
 	// CertFile and KeyFile name PEM files holding a certificate and its
 	// key. When set, the listener speaks TLS (HTTP/1.1 and HTTP/2 through
 	// ALPN) instead of cleartext HTTP/1.1 and h2c.
@@ -90,6 +93,17 @@ func (l Listener) check() (Listener, *tls.Config, error) {
 	case ModeGRPC, ModeHTTP, ModeGateway:
 	default:
 		return l, nil, fmt.Errorf("goms: listener %q: mode %q: want %q, %q or %q", l.Name, l.Mode, ModeGRPC, ModeHTTP, ModeGateway)
+	}
+	switch l.Engine {
+	case "":
+		l.Engine = EngineNetHTTP
+	case EngineNetHTTP:
+	case EngineGRPC:
+		if l.Mode != ModeGRPC {
+			return l, nil, fmt.Errorf("goms: listener %q: engine %q serves grpc-mode listeners only, not mode %q", l.Name, l.Engine, l.Mode)
+		}
+	default:
+		return l, nil, fmt.Errorf("goms: listener %q: engine %q: want %q or %q", l.Name, l.Engine, EngineNetHTTP, EngineGRPC)
 	}
 	if err := checkAddr(l.Addr); err != nil {
 		return l, nil, fmt.Errorf("goms: listener %q: address %q: %w", l.Name, l.Addr, err)
@@ -146,6 +160,7 @@ type listener struct {
 	tlsConfig *tls.Config
 	routes    routes
 	http      *http.Server
+	grpc      *grpcEngine // nil unless Engine is EngineGRPC
 	ln        net.Listener
 	// rejections holds the error answered for each protocol the mode
 	// excludes, built once.
@@ -157,6 +172,16 @@ func newListener(s *Server, cfg Listener, tlsConfig *tls.Config) *listener {
 	for p := range l.rejections {
 		l.rejections[p] = rejection(cfg.Name, cfg.Mode, protocol(p))
 	}
+	l.http = l.newHTTPServer(s, tlsConfig)
+	if cfg.Engine == EngineGRPC {
+		l.grpc = newGRPCEngine(s, l)
+	}
+	return l
+}
+
+// newHTTPServer returns the net/http server of the listener, speaking TLS
+// when tlsConfig is set and HTTP/1.1 plus h2c otherwise.
+func (l *listener) newHTTPServer(s *Server, tlsConfig *tls.Config) *http.Server {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	if tlsConfig != nil {
@@ -164,7 +189,7 @@ func newListener(s *Server, cfg Listener, tlsConfig *tls.Config) *listener {
 	} else {
 		protocols.SetUnencryptedHTTP2(true)
 	}
-	l.http = &http.Server{
+	return &http.Server{
 		Handler:           l,
 		Protocols:         &protocols,
 		TLSConfig:         tlsConfig,
@@ -177,13 +202,15 @@ func newListener(s *Server, cfg Listener, tlsConfig *tls.Config) *listener {
 		BaseContext: func(net.Listener) context.Context { return s.base },
 		ErrorLog:    slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
 	}
-	return l
 }
 
-// serve runs the HTTP server on the bound listener until it is shut down.
+// serve runs the listener's engine on the bound listener until it is shut
+// down.
 func (l *listener) serve() error {
 	var err error
-	if l.tlsConfig != nil {
+	if l.grpc != nil {
+		err = l.grpc.serve(l.ln)
+	} else if l.tlsConfig != nil {
 		err = l.http.ServeTLS(l.ln, "", "")
 	} else {
 		err = l.http.Serve(l.ln)
@@ -192,6 +219,27 @@ func (l *listener) serve() error {
 		return nil
 	}
 	return fmt.Errorf("goms: listener %q: %w", l.Name, err)
+}
+
+// shutdown stops accepting, drains the listener's connections and reports
+// whether they all finished before ctx ended.
+func (l *listener) shutdown(ctx context.Context) bool {
+	if l.grpc != nil {
+		_ = l.ln.Close()
+		return l.grpc.shutdown(ctx)
+	}
+	err := l.http.Shutdown(ctx)
+	return !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled)
+}
+
+// close closes the listener and its connections at once.
+func (l *listener) close() {
+	if l.grpc != nil {
+		_ = l.ln.Close()
+		l.grpc.close()
+		return
+	}
+	_ = l.http.Close()
 }
 
 // ServeHTTP routes one request: plain paths first, then the protocol

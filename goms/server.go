@@ -354,7 +354,7 @@ func (s *Server) Close() error {
 	var errs []error
 	for _, l := range s.listeners {
 		if prev == stateServing {
-			errs = append(errs, l.http.Close())
+			l.close()
 		} else if l.ln != nil {
 			errs = append(errs, l.ln.Close())
 		}

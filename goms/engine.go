@@ -1,0 +1,166 @@
+package goms
+
+import (
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// Engine is the HTTP/2 implementation that serves a listener's gRPC
+// connections. The handlers, routes and interceptors are the same with
+// either engine; only the speed differs.
+type Engine string
+
+const (
+	// EngineNetHTTP serves every connection with net/http. It is the only
+	// engine of http and gateway listeners, and the default of all.
+	EngineNetHTTP Engine = "net/http"
+	// EngineGRPC serves the gRPC connections of a grpc-mode listener with
+	// grpc-go's HTTP/2 transport, bridged into the same connect handlers,
+	// which costs less CPU per call than net/http's HTTP/2 server. Each
+	// connection is routed by its first bytes: HTTP/1.1, and HTTP/2 whose
+	// first request is not gRPC, still go to net/http so that those callers
+	// get goms's error in their own protocol. A later non-gRPC request on a
+	// connection that started with gRPC gets grpc-go's bare HTTP 415.
+	EngineGRPC Engine = "grpc"
+)
+
+// http2Preface is what every HTTP/2 client sends first.
+const http2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// sniffWindow is how long the router waits, after an HTTP/2 preface, for
+// the first request's headers. grpc-go clients send none until the server
+// answers the preface, so a connection that stays quiet is routed to the
+// gRPC engine when the window closes.
+const sniffWindow = 25 * time.Millisecond
+
+// route reads the start of a connection and reports whether it belongs to
+// the gRPC engine. It returns the bytes read, which the chosen server must
+// see first. A connection that sends nothing within timeout is dropped.
+func route(c net.Conn, timeout time.Duration) (grpc bool, seen []byte, err error) {
+	rec := &recordingReader{r: c}
+	if err := c.SetReadDeadline(time.Now().Add(timeout)); err != nil {
+		return false, nil, err
+	}
+	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
+	var buf [len(http2Preface)]byte
+	for n := 0; n < len(buf); {
+		m, err := rec.Read(buf[n:])
+		n += m
+		if !strings.HasPrefix(http2Preface, string(buf[:n])) {
+			return false, rec.buf, nil // HTTP/1.x or garbage: net/http answers
+		}
+		if err != nil {
+			return false, rec.buf, err
+		}
+	}
+	if err := c.SetReadDeadline(time.Now().Add(sniffWindow)); err != nil {
+		return false, nil, err
+	}
+	framer := http2.NewFramer(io.Discard, rec)
+	framer.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	framer.MaxHeaderListSize = 1 << 20
+	for range 8 {
+		f, err := framer.ReadFrame()
+		var netErr net.Error
+		switch {
+		case errors.As(err, &netErr) && netErr.Timeout():
+			return true, rec.buf, nil
+		case err != nil:
+			return false, rec.buf, nil // net/http reports the protocol error
+		}
+		if h, ok := f.(*http2.MetaHeadersFrame); ok {
+			return isGRPCContentType(h.PseudoValue("method"), h), rec.buf, nil
+		}
+	}
+	return false, rec.buf, nil
+}
+
+func isGRPCContentType(method string, h *http2.MetaHeadersFrame) bool {
+	if method != "POST" {
+		return false
+	}
+	for _, f := range h.RegularFields() {
+		if f.Name == "content-type" {
+			sub, ok := strings.CutPrefix(strings.ToLower(f.Value), "application/")
+			return ok && hasTypePrefix(sub, "grpc") && !hasTypePrefix(sub, "grpc-web")
+		}
+	}
+	return false
+}
+
+// recordingReader keeps every byte it reads.
+type recordingReader struct {
+	r   io.Reader
+	buf []byte
+}
+
+func (r *recordingReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	r.buf = append(r.buf, p[:n]...)
+	return n, err
+}
+
+// replayConn is a connection whose first bytes were already read: Read
+// returns them again before reading on.
+type replayConn struct {
+	net.Conn
+	seen *bytes.Reader
+	tls  *tls.ConnectionState
+}
+
+func newReplayConn(c net.Conn, seen []byte, state *tls.ConnectionState) net.Conn {
+	return &replayConn{Conn: c, seen: bytes.NewReader(seen), tls: state}
+}
+
+func (c *replayConn) Read(p []byte) (int, error) {
+	if c.seen.Len() > 0 {
+		return c.seen.Read(p)
+	}
+	return c.Conn.Read(p)
+}
+
+// chanListener is a net.Listener fed with connections by a router.
+type chanListener struct {
+	addr  net.Addr
+	conns chan net.Conn
+	once  sync.Once
+	done  chan struct{}
+}
+
+func newChanListener(addr net.Addr) *chanListener {
+	return &chanListener{addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// deliver hands c to Accept, or closes it if the listener is closed.
+func (l *chanListener) deliver(c net.Conn) {
+	select {
+	case l.conns <- c:
+	case <-l.done:
+		_ = c.Close()
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return l.addr }
