@@ -1,0 +1,40 @@
+// Command http runs the goms and child example services on one HTTP
+// listener that serves Connect (JSON and binary) and gRPC-Web, the
+// protocols of browsers and curl, as the original GoMs http example did.
+package main
+
+import (
+	"context"
+	"flag"
+	"net"
+	"os"
+	"strconv"
+
+	"github.com/reversTeam/go-ms/examples/internal/app"
+	"github.com/reversTeam/go-ms/goms"
+)
+
+func main() {
+	host := flag.String("http-host", "127.0.0.1", "HTTP listener host")
+	port := flag.Int("http-port", 8080, "HTTP listener port")
+	flag.Parse()
+	logger := app.Logger()
+	srv, err := goms.New(goms.Config{
+		Listeners: []goms.Listener{{Name: "http", Addr: net.JoinHostPort(*host, strconv.Itoa(*port)), Mode: goms.ModeHTTP}},
+		Logger:    logger,
+	})
+	if err == nil {
+		// The child service calls the goms service with the Connect
+		// protocol, which this listener serves.
+		err = app.MountAll(srv)
+	}
+	if err == nil {
+		ctx, stop := goms.SignalContext(context.Background())
+		defer stop()
+		err = srv.Serve(ctx)
+	}
+	if err != nil {
+		logger.Error("http", "err", err)
+		os.Exit(1)
+	}
+}
