@@ -1,6 +1,7 @@
 package goms
 
 import (
+	"fmt"
 	"net/http"
 
 	"connectrpc.com/grpchealth"
@@ -31,6 +32,16 @@ func (s *Server) addBuiltins() error {
 			if err := s.mountLocked([]string{l.Name}, path, h); err != nil {
 				return err
 			}
+		}
+		if !l.admin {
+			continue
+		}
+		for path, h := range s.adminRoutes() {
+			// Admin routes are plain paths, "/debug/pprof/" included.
+			if l.routes.has(path) {
+				return fmt.Errorf("goms: admin route %q: already mounted", path)
+			}
+			l.routes.add(path, "", h)
 		}
 	}
 	return s.addReflection()

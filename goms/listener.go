@@ -161,6 +161,7 @@ type listener struct {
 	routes    routes
 	http      *http.Server
 	grpc      *grpcEngine // nil unless Engine is EngineGRPC
+	admin     bool        // the admin listener
 	ln        net.Listener
 	// rejections holds the error answered for each protocol the mode
 	// excludes, built once.

@@ -49,7 +49,12 @@ func (s *Server) mountLocked(names []string, path string, handler http.Handler) 
 	if err != nil {
 		return fmt.Errorf("goms: mount %q: %w", path, err)
 	}
-	targets := s.listeners
+	var targets []*listener
+	for _, l := range s.listeners {
+		if !l.admin {
+			targets = append(targets, l)
+		}
+	}
 	if len(names) > 0 {
 		targets = make([]*listener, 0, len(names))
 		for _, name := range names {

@@ -17,6 +17,9 @@ func (s *Server) addReflection() error {
 		return nil
 	}
 	for _, l := range s.listeners {
+		if l.admin {
+			continue
+		}
 		if only := s.cfg.Reflection.Listeners; len(only) > 0 && !slices.Contains(only, l.Name) {
 			continue
 		}

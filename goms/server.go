@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -59,13 +60,48 @@ type Config struct {
 	// connection. Default DefaultMaxConcurrentStreams (250).
 	MaxConcurrentStreams int `yaml:"max_concurrent_streams"`
 
+	// Admin configures the admin listener (metrics, probes, pprof). Off
+	// unless Admin.Addr is set.
+	Admin Admin `yaml:"admin"`
+
 	// Reflection configures gRPC server reflection, on by default on
-	// every listener.
+	// every listener but the admin one.
 	Reflection Reflection `yaml:"reflection"`
 
+	// Interceptors selects the interceptors of each service and method.
+	// By default every procedure gets every interceptor the server has,
+	// but health and reflection calls stay out of the access log.
+	Interceptors Interceptors `yaml:"interceptors"`
+	// Plugins add interceptors, such as those of goms/prom and goms/otel.
+	Plugins []Plugin `yaml:"-"`
+
+	// Log configures the logger goms makes when Logger is nil.
+	Log Log `yaml:"log"`
 	// Logger receives the server's own records (listening, stopping,
-	// errors of the HTTP servers). Default slog.Default().
+	// errors of the HTTP servers) and the access log. Default: a logger
+	// on standard error as Log describes.
 	Logger *slog.Logger `yaml:"-"`
+}
+
+// Log configures the logger goms makes when Config.Logger is nil.
+type Log struct {
+	// Format is "text" (the default) or "json".
+	Format string `yaml:"format"`
+	// Level is the lowest level written: "debug", "info" (the default),
+	// "warn" or "error". Access log records are info.
+	Level slog.Level `yaml:"level"`
+}
+
+func (l Log) logger() (*slog.Logger, error) {
+	opts := &slog.HandlerOptions{Level: l.Level}
+	switch l.Format {
+	case "", "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	default:
+		return nil, fmt.Errorf("goms: log.format: %q: want \"text\" or \"json\"", l.Format)
+	}
 }
 
 // Reflection configures the grpc.reflection.v1 and v1alpha services, which
@@ -85,6 +121,8 @@ type Server struct {
 	logger      *slog.Logger
 	listeners   []*listener
 	handlerOpts []connect.HandlerOption
+	clientOpts  []connect.ClientOption
+	chains      *chains
 	health      *grpchealth.StaticChecker
 	ready       atomic.Bool
 
@@ -131,9 +169,8 @@ func New(cfg Config) (*Server, error) {
 		shutdownNow: make(chan struct{}),
 	}
 	s.health.SetStatus("", grpchealth.StatusNotServing)
-	s.handlerOpts = []connect.HandlerOption{
-		connect.WithReadMaxBytes(cfg.MaxMessageBytes),
-		connect.WithInterceptors(drainInterceptor{}),
+	if err := s.initInterceptors(); err != nil {
+		return nil, err
 	}
 	for _, lc := range cfg.Listeners {
 		lc, tlsConfig, err := lc.check()
@@ -144,6 +181,18 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("goms: listener %q: name used twice", lc.Name)
 		}
 		s.listeners = append(s.listeners, newListener(s, lc, tlsConfig))
+	}
+	if cfg.Admin.Addr != "" {
+		lc, _, err := Listener{Name: AdminListenerName, Addr: cfg.Admin.Addr}.check()
+		if err != nil {
+			return nil, fmt.Errorf("goms: admin: %w", err)
+		}
+		if s.listener(AdminListenerName) != nil {
+			return nil, fmt.Errorf("goms: listener %q: the name is reserved for the admin listener", AdminListenerName)
+		}
+		l := newListener(s, lc, nil)
+		l.admin = true
+		s.listeners = append(s.listeners, l)
 	}
 	for _, name := range cfg.Reflection.Listeners {
 		if s.listener(name) == nil {
@@ -192,7 +241,11 @@ func (c Config) withDefaults() (Config, error) {
 		}
 	}
 	if c.Logger == nil {
-		c.Logger = slog.Default()
+		logger, err := c.Log.logger()
+		if err != nil {
+			return c, err
+		}
+		c.Logger = logger
 	}
 	c.Listeners = slices.Clone(c.Listeners)
 	return c, nil
@@ -271,6 +324,9 @@ func (s *Server) Listen() error {
 			return err
 		}
 		s.builtins = true
+	}
+	if err := s.checkInterceptorRules(); err != nil {
+		return err
 	}
 	for i, l := range s.listeners {
 		ln, err := net.Listen("tcp", l.Addr)

@@ -1,0 +1,50 @@
+package goms
+
+import (
+	"net/http"
+	"net/http/pprof"
+)
+
+// DefaultAdminAddr is the conventional address of the admin listener, the
+// address the original GoMs exporter used.
+const DefaultAdminAddr = "127.0.0.1:4242"
+
+// AdminListenerName is the name of the admin listener in logs, errors and
+// MountOn.
+const AdminListenerName = "admin"
+
+// Admin configures the admin listener: an HTTP/1.1 and h2c listener for
+// operators that serves /healthz, /readyz, grpc.health.v1, the routes of
+// admin plugins such as /metrics, and optionally pprof, and none of the
+// mounted services (unless MountOn names it).
+type Admin struct {
+	// Addr is the listener's address; empty means no admin listener.
+	// DefaultAdminAddr is the usual choice.
+	Addr string `yaml:"address"`
+	// Pprof serves net/http/pprof under /debug/pprof/. Off by default:
+	// profiles reveal a lot about a process.
+	Pprof bool `yaml:"pprof"`
+}
+
+// adminRoutes returns the plain routes of the admin listener.
+func (s *Server) adminRoutes() map[string]http.Handler {
+	routes := make(map[string]http.Handler)
+	for _, p := range s.cfg.Plugins {
+		if ap, ok := p.(AdminPlugin); ok {
+			for path, h := range ap.AdminRoutes() {
+				routes[path] = h
+			}
+		}
+	}
+	if s.cfg.Admin.Pprof {
+		routes["/debug/pprof/"] = http.HandlerFunc(pprof.Index)
+		routes["/debug/pprof/cmdline"] = http.HandlerFunc(pprof.Cmdline)
+		routes["/debug/pprof/profile"] = http.HandlerFunc(pprof.Profile)
+		routes["/debug/pprof/symbol"] = http.HandlerFunc(pprof.Symbol)
+		routes["/debug/pprof/trace"] = http.HandlerFunc(pprof.Trace)
+		for _, name := range []string{"allocs", "block", "goroutine", "heap", "mutex", "threadcreate"} {
+			routes["/debug/pprof/"+name] = pprof.Handler(name)
+		}
+	}
+	return routes
+}

@@ -1,0 +1,297 @@
+package goms
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+)
+
+// Names of the interceptors goms knows, in the order they run, outermost
+// first. A call passes tracing, then metrics, then the access log, then
+// recovery (so that a panic anywhere below is logged and counted as
+// internal), then auth and validation, then any plugin interceptors in
+// Config.Plugins order, then the handler.
+const (
+	InterceptorTracing   = "tracing"
+	InterceptorMetrics   = "metrics"
+	InterceptorAccessLog = "accesslog"
+	InterceptorRecovery  = "recovery"
+	InterceptorAuth      = "auth"
+	InterceptorValidate  = "validate"
+)
+
+var interceptorOrder = []string{
+	InterceptorTracing, InterceptorMetrics, InterceptorAccessLog,
+	InterceptorRecovery, InterceptorAuth, InterceptorValidate,
+}
+
+// Plugin adds a named interceptor to a server, such as the metrics of
+// goms/prom or the tracing of goms/otel. Plugins live in their own packages
+// so that a program pays for their dependencies only when it uses them.
+type Plugin interface {
+	// Name is how configuration selects the plugin's interceptor. The
+	// names above have a fixed place in the chain; other names run after
+	// them, in Config.Plugins order.
+	Name() string
+	// Interceptor is applied to the calls the server handles.
+	Interceptor() connect.Interceptor
+}
+
+// ClientPlugin is a Plugin that also instruments the calls of the clients
+// the server provides (Server.ClientOptions).
+type ClientPlugin interface {
+	Plugin
+	ClientInterceptor() connect.Interceptor
+}
+
+// AdminPlugin is a Plugin that serves HTTP routes on the admin listener,
+// such as /metrics.
+type AdminPlugin interface {
+	Plugin
+	AdminRoutes() map[string]http.Handler
+}
+
+// Interceptors selects the interceptors of each procedure by name, the
+// goms counterpart of the original "middleware by endpoint". Names that no
+// interceptor answers to, and rules for services or methods that are not
+// mounted, are errors when the server starts.
+type Interceptors struct {
+	// Default names the interceptors of every procedure. Nil means every
+	// interceptor the server has: recovery and the access log, auth when
+	// Config.Auth is set, and those of Config.Plugins. An empty, non-nil
+	// list means none.
+	Default []string `yaml:"default"`
+	// Rules adjust Default for one service ("goms.v1.GoMsService") or one
+	// method ("goms.v1.GoMsService/Delete"). A method's rule applies after
+	// its service's.
+	Rules map[string]Rule `yaml:"rules"`
+}
+
+// Rule adds interceptors to, or removes them from, a service or method.
+type Rule struct {
+	Add    []string `yaml:"add"`
+	Remove []string `yaml:"remove"`
+}
+
+// quietServices are the services whose calls the default selection keeps
+// out of access logs: health checks and reflection are frequent and say
+// nothing about the application.
+var quietServices = []string{
+	grpchealth.HealthV1ServiceName,
+	grpcreflect.ReflectV1ServiceName,
+	grpcreflect.ReflectV1AlphaServiceName,
+}
+
+// chains resolves the interceptors of each procedure. It is built when the
+// server starts and read without locks afterwards.
+type chains struct {
+	named    map[string]connect.Interceptor
+	order    []string // every available name, in chain order
+	defaults []string
+	rules    map[string]Rule
+	explicit bool // Default was set
+}
+
+func newChains(named map[string]connect.Interceptor, plugins []string, cfg Interceptors) (*chains, error) {
+	c := &chains{named: named, rules: cfg.Rules}
+	for _, name := range interceptorOrder {
+		if _, ok := named[name]; ok {
+			c.order = append(c.order, name)
+		}
+	}
+	c.order = append(c.order, plugins...)
+	if cfg.Default != nil {
+		c.explicit = true
+		for _, name := range cfg.Default {
+			if _, ok := named[name]; !ok {
+				return nil, fmt.Errorf("goms: interceptors.default: unknown interceptor %q (have %s)", name, quoteAll(c.order))
+			}
+		}
+		c.defaults = cfg.Default
+	} else {
+		c.defaults = c.order
+	}
+	for key, rule := range cfg.Rules {
+		for _, name := range slices.Concat(rule.Add, rule.Remove) {
+			if _, ok := named[name]; !ok {
+				return nil, fmt.Errorf("goms: interceptors.rules[%q]: unknown interceptor %q (have %s)", key, name, quoteAll(c.order))
+			}
+		}
+	}
+	return c, nil
+}
+
+// checkRules reports rules for services or methods that nothing mounts.
+func (c *chains) checkRules(mounted map[string]bool, procedures map[string]bool) error {
+	for key := range c.rules {
+		if strings.Contains(key, "/") {
+			if !procedures["/"+key] {
+				return fmt.Errorf("goms: interceptors.rules[%q]: no mounted service has this method", key)
+			}
+		} else if !mounted[key] {
+			return fmt.Errorf("goms: interceptors.rules[%q]: no such service is mounted", key)
+		}
+	}
+	return nil
+}
+
+// names returns the interceptor names of a procedure ("/pkg.Service/Method"),
+// in chain order.
+func (c *chains) names(procedure string) []string {
+	service, method := splitProcedure(procedure)
+	selected := make(map[string]bool, len(c.order))
+	for _, name := range c.defaults {
+		selected[name] = true
+	}
+	if !c.explicit && slices.Contains(quietServices, service) {
+		delete(selected, InterceptorAccessLog)
+	}
+	for _, key := range []string{service, service + "/" + method} {
+		rule := c.rules[key]
+		for _, name := range rule.Add {
+			selected[name] = true
+		}
+		for _, name := range rule.Remove {
+			delete(selected, name)
+		}
+	}
+	var out []string
+	for _, name := range c.order {
+		if selected[name] {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+func splitProcedure(procedure string) (service, method string) {
+	procedure = strings.TrimPrefix(procedure, "/")
+	service, method, _ = strings.Cut(procedure, "/")
+	return service, method
+}
+
+func quoteAll(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = fmt.Sprintf("%q", n)
+	}
+	return strings.Join(q, ", ")
+}
+
+// dispatchInterceptor applies to each procedure the chain its
+// configuration selects. connect wraps a handler once per procedure, before
+// the procedure is known, so the chain is built at the first call and
+// reused after that.
+type dispatchInterceptor struct {
+	s *Server
+}
+
+func (d dispatchInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	var once sync.Once
+	var chain connect.UnaryFunc
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		once.Do(func() {
+			chain = next
+			for _, ic := range d.s.interceptorsFor(req.Spec().Procedure) {
+				chain = ic.WrapUnary(chain)
+			}
+		})
+		return chain(ctx, req)
+	}
+}
+
+func (d dispatchInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (d dispatchInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	var once sync.Once
+	var chain connect.StreamingHandlerFunc
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		once.Do(func() {
+			chain = next
+			for _, ic := range d.s.interceptorsFor(conn.Spec().Procedure) {
+				chain = ic.WrapStreamingHandler(chain)
+			}
+		})
+		return chain(ctx, conn)
+	}
+}
+
+// interceptorsFor returns a procedure's interceptors innermost first, the
+// order in which to wrap a handler.
+func (s *Server) interceptorsFor(procedure string) []connect.Interceptor {
+	names := s.chains.names(procedure)
+	out := make([]connect.Interceptor, len(names))
+	for i, name := range names {
+		out[len(names)-1-i] = s.chains.named[name]
+	}
+	return out
+}
+
+// initInterceptors gathers the named interceptors and builds the handler
+// and client options every mount and client shares.
+func (s *Server) initInterceptors() error {
+	named := map[string]connect.Interceptor{
+		InterceptorRecovery:  recoverInterceptor{logger: s.logger},
+		InterceptorAccessLog: accessLogInterceptor{logger: s.logger},
+	}
+	var plugins []string
+	var clientInterceptors []connect.Interceptor
+	for _, p := range s.cfg.Plugins {
+		name := p.Name()
+		if _, dup := named[name]; dup {
+			return fmt.Errorf("goms: plugins: two interceptors are named %q", name)
+		}
+		named[name] = p.Interceptor()
+		if !slices.Contains(interceptorOrder, name) {
+			plugins = append(plugins, name)
+		}
+		if cp, ok := p.(ClientPlugin); ok {
+			clientInterceptors = append(clientInterceptors, cp.ClientInterceptor())
+		}
+	}
+	chains, err := newChains(named, plugins, s.cfg.Interceptors)
+	if err != nil {
+		return err
+	}
+	s.chains = chains
+	s.handlerOpts = []connect.HandlerOption{
+		connect.WithReadMaxBytes(s.cfg.MaxMessageBytes),
+		connect.WithInterceptors(drainInterceptor{}, dispatchInterceptor{s: s}),
+	}
+	if len(clientInterceptors) > 0 {
+		s.clientOpts = append(s.clientOpts, connect.WithInterceptors(clientInterceptors...))
+	}
+	return nil
+}
+
+// ClientOptions returns the connect client options for clients of other
+// services: the client side of the plugins (metrics, tracing). Pass them
+// to generated client constructors with the pair Client returns.
+func (s *Server) ClientOptions() []connect.ClientOption {
+	return slices.Clip(s.clientOpts)
+}
+
+// checkInterceptorRules checks, once every mount is known, that the rules
+// name mounted services and methods. Called with s.mu held.
+func (s *Server) checkInterceptorRules() error {
+	services := make(map[string]bool)
+	procedures := make(map[string]bool)
+	for _, l := range s.listeners {
+		for _, name := range l.routes.names {
+			services[name] = true
+		}
+		for p := range l.routes.procedures {
+			procedures[p] = true
+		}
+	}
+	return s.chains.checkRules(services, procedures)
+}

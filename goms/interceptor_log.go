@@ -1,0 +1,160 @@
+package goms
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
+)
+
+// RequestIDHeader carries the id of a call. goms takes it from the request,
+// or makes one, returns it in the response, and puts it in the handler's
+// context (RequestID) and in every access log record.
+const RequestIDHeader = "X-Request-Id"
+
+type requestIDKey struct{}
+
+// RequestID returns the id of the call ctx belongs to, or "" outside a call
+// that went through the access log interceptor.
+func RequestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
+// maxRequestIDLen bounds the ids taken from callers: longer ones are
+// replaced, to keep logs and headers small.
+const maxRequestIDLen = 128
+
+func requestID(h interface{ Get(string) string }) string {
+	if id := h.Get(RequestIDHeader); id != "" && len(id) <= maxRequestIDLen {
+		return id
+	}
+	var b [8]byte
+	v := rand.Uint64()
+	for i := range b {
+		b[i] = byte(v >> (8 * i))
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// accessLogInterceptor writes one record per call once it ends, at info
+// level, with the fields a reader of logs needs to follow a call.
+type accessLogInterceptor struct {
+	logger *slog.Logger
+}
+
+func (a accessLogInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		start := time.Now()
+		id := requestID(req.Header())
+		ctx = context.WithValue(ctx, requestIDKey{}, id)
+		res, err := next(ctx, req)
+		if res != nil {
+			res.Header().Set(RequestIDHeader, id)
+		} else if ce := asConnectError(err); ce != nil {
+			ce.Meta().Set(RequestIDHeader, id)
+		}
+		if a.logger.Enabled(ctx, slog.LevelInfo) {
+			var resBytes int
+			if res != nil {
+				resBytes = messageSize(res.Any())
+			}
+			a.log(ctx, req.Spec().Procedure, req.Peer(), id, start, err, messageSize(req.Any()), resBytes, 1, boolInt(res != nil))
+		}
+		return res, err
+	}
+}
+
+func (accessLogInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (a accessLogInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		start := time.Now()
+		id := requestID(conn.RequestHeader())
+		conn.ResponseHeader().Set(RequestIDHeader, id)
+		ctx = context.WithValue(ctx, requestIDKey{}, id)
+		counted := &countingConn{StreamingHandlerConn: conn}
+		err := next(ctx, counted)
+		if a.logger.Enabled(ctx, slog.LevelInfo) {
+			a.log(ctx, conn.Spec().Procedure, conn.Peer(), id, start, err, counted.recvBytes, counted.sentBytes, counted.recv, counted.sent)
+		}
+		return err
+	}
+}
+
+func (a accessLogInterceptor) log(ctx context.Context, procedure string, peer connect.Peer, id string, start time.Time, err error, reqBytes, resBytes, reqMsgs, resMsgs int) {
+	code := "ok"
+	if err != nil {
+		code = connect.CodeOf(err).String()
+	}
+	attrs := []slog.Attr{
+		slog.String("procedure", procedure),
+		slog.String("protocol", peer.Protocol),
+		slog.String("code", code),
+		slog.Duration("duration", time.Since(start)),
+		slog.Int("request_bytes", reqBytes),
+		slog.Int("response_bytes", resBytes),
+		slog.Int("request_messages", reqMsgs),
+		slog.Int("response_messages", resMsgs),
+		slog.String("peer", peer.Addr),
+		slog.String("request_id", id),
+	}
+	if err != nil {
+		attrs = append(attrs, slog.String("error", err.Error()))
+	}
+	a.logger.LogAttrs(ctx, slog.LevelInfo, "goms: call", attrs...)
+}
+
+// countingConn counts the messages and bytes of a stream.
+type countingConn struct {
+	connect.StreamingHandlerConn
+	recv, sent           int
+	recvBytes, sentBytes int
+}
+
+func (c *countingConn) Receive(m any) error {
+	err := c.StreamingHandlerConn.Receive(m)
+	if err == nil {
+		c.recv++
+		c.recvBytes += messageSize(m)
+	}
+	return err
+}
+
+func (c *countingConn) Send(m any) error {
+	err := c.StreamingHandlerConn.Send(m)
+	if err == nil && m != nil {
+		c.sent++
+		c.sentBytes += messageSize(m)
+	}
+	return err
+}
+
+func messageSize(m any) int {
+	if pm, ok := m.(proto.Message); ok {
+		return proto.Size(pm)
+	}
+	return 0
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func asConnectError(err error) *connect.Error {
+	var ce *connect.Error
+	if err != nil && errors.As(err, &ce) {
+		return ce
+	}
+	return nil
+}
