@@ -1,89 +1,215 @@
 package goms
 
 import (
+	"context"
+	"errors"
 	"fmt"
-	"net"
+	"io"
 	"net/http"
 	"slices"
-	"time"
+	"sync"
 
 	"connectrpc.com/connect"
 )
 
 // Client returns the HTTP client and base URL to call the named service
 // (its fully-qualified protobuf name, such as gomsv1connect.GoMsServiceName)
-// from inside this process, in the shape generated client constructors
-// take:
+// in the shape generated client constructors take:
 //
 //	httpClient, baseURL := srv.Client(gomsv1connect.GoMsServiceName)
-//	parents := gomsv1connect.NewGoMsServiceClient(httpClient, baseURL, connect.WithGRPC())
+//	parents := gomsv1connect.NewGoMsServiceClient(httpClient, baseURL, srv.ClientOptions()...)
 //
-// The client may be created before the server listens. Each call goes to a
-// cleartext listener of this server that mounts the service and accepts
-// the client's protocol, over kept-alive h2c connections. A call to a
-// service this server does not mount fails with CodeUnavailable.
+// A service mounted on this server is called in-process: no socket, no
+// HTTP/2 framing, but the same handler, interceptors, deadlines and errors
+// as a call over the network. The client may be created before the
+// service is mounted. A call to a service this server does not mount fails
+// with CodeUnavailable.
 func (s *Server) Client(service string) (connect.HTTPClient, string) {
-	s.clientOnce.Do(func() {
-		var protocols http.Protocols
-		protocols.SetUnencryptedHTTP2(true)
-		s.transport = &http.Transport{
-			Protocols:       &protocols,
-			IdleConnTimeout: s.cfg.IdleTimeout,
-			DialContext:     (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-		}
-	})
-	return &http.Client{Transport: localTransport{s: s, service: service}}, "http://" + service
+	return inProcessClient{s: s, service: service}, "http://" + service
 }
 
-// localTransport sends each request to a listener of its server chosen by
-// the request's protocol.
-type localTransport struct {
+// inProcessClient serves requests with the handler of a service mounted on
+// its server.
+type inProcessClient struct {
 	s       *Server
 	service string
 }
 
-func (t localTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	addr, err := t.s.localAddr(t.service, classify(r))
-	if err != nil {
-		if r.Body != nil {
-			_ = r.Body.Close()
+// inProcessAddr is the peer address handlers see for in-process calls.
+const inProcessAddr = "in-process"
+
+func (c inProcessClient) Do(req *http.Request) (*http.Response, error) {
+	h := c.s.inProcessHandler(c.service, req.URL.Path)
+	if h == nil {
+		if req.Body != nil {
+			_ = req.Body.Close()
 		}
-		return nil, err
+		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("goms: service %s is not mounted in this process", c.service))
 	}
-	r = r.Clone(r.Context())
-	r.URL.Host = addr
-	r.Host = t.service
-	return t.s.transport.RoundTrip(r)
+	// The handler gets a context of its own: the caller's deadline and
+	// cancellation, the server's shutdown, but none of the caller's values
+	// (its identity must not leak into the callee).
+	ctx, cancel := context.WithCancelCause(c.s.base)
+	cancelDeadline := context.CancelFunc(func() {})
+	if deadline, ok := req.Context().Deadline(); ok {
+		ctx, cancelDeadline = context.WithDeadline(ctx, deadline)
+	}
+	stop := context.AfterFunc(req.Context(), func() { cancel(context.Cause(req.Context())) })
+
+	body := req.Body
+	if body == nil {
+		body = http.NoBody
+	}
+	in := (&http.Request{
+		Method:        req.Method,
+		URL:           req.URL,
+		Proto:         "HTTP/2.0",
+		ProtoMajor:    2,
+		Header:        req.Header,
+		Body:          body,
+		ContentLength: req.ContentLength,
+		Host:          c.service,
+		RemoteAddr:    inProcessAddr,
+		RequestURI:    req.URL.RequestURI(),
+	}).WithContext(ctx)
+	pr, pw := io.Pipe()
+	w := &inProcessWriter{
+		header: make(http.Header, 4),
+		body:   pw,
+		ready:  make(chan struct{}),
+		res: &http.Response{
+			Proto:      "HTTP/2.0",
+			ProtoMajor: 2,
+			Body:       &inProcessBody{PipeReader: pr},
+			Request:    req,
+			Trailer:    make(http.Header),
+		},
+	}
+	go func() {
+		defer func() {
+			stop()
+			cancelDeadline()
+			cancel(context.Canceled)
+		}()
+		defer func() {
+			if v := recover(); v != nil {
+				// As net/http does for a connection: log, and end this call.
+				c.s.logger.Error("goms: in-process handler panicked", "path", req.URL.Path, "panic", v)
+				_ = pw.CloseWithError(fmt.Errorf("goms: handler panicked"))
+				w.once.Do(func() { close(w.ready) })
+			}
+		}()
+		h.ServeHTTP(w, in)
+		w.finish()
+	}()
+	select {
+	case <-w.ready:
+		if w.res.Header == nil {
+			return nil, connect.NewError(connect.CodeInternal, errors.New("goms: handler panicked"))
+		}
+		return w.res, nil
+	case <-req.Context().Done():
+		// The handler sees the cancellation too and ends on its own.
+		_ = pr.CloseWithError(req.Context().Err())
+		return nil, req.Context().Err()
+	}
 }
 
-// localAddr returns the bound address of a cleartext listener that mounts
-// service and accepts protocol p.
-func (s *Server) localAddr(service string, p protocol) (string, error) {
+// inProcessHandler returns the handler that serves path for service, or
+// nil when no listener of s mounts it.
+func (s *Server) inProcessHandler(service, path string) http.Handler {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	mounted := false
 	for _, l := range s.listeners {
 		if !slices.Contains(l.routes.names, service) {
 			continue
 		}
-		mounted = true
-		if l.ln != nil && l.tlsConfig == nil && l.Mode.accepts(p) {
-			return l.ln.Addr().String(), nil
+		if h := l.routes.rpc(path); h != nil {
+			return h
 		}
+		return unknownProcedureHandler{listener: l.Name}
 	}
-	switch {
-	case !mounted:
-		return "", connect.NewError(connect.CodeUnavailable, fmt.Errorf("goms: service %s is not mounted in this process", service))
-	case s.state == stateNew:
-		return "", connect.NewError(connect.CodeUnavailable, fmt.Errorf("goms: service %s: the server does not listen yet", service))
-	default:
-		return "", connect.NewError(connect.CodeUnavailable, fmt.Errorf("goms: service %s: no cleartext listener serves it to %s clients", service, p.humanName()))
+	return nil
+}
+
+type unknownProcedureHandler struct{ listener string }
+
+func (u unknownProcedureHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	writeError(w, r, unknownProcedure(u.listener, r.URL.Path))
+}
+
+// inProcessWriter is the ResponseWriter of an in-process call: headers
+// are handed over at the first write or flush, the body streams through a
+// pipe, and trailers are set on the response before the body ends.
+type inProcessWriter struct {
+	header http.Header
+	body   *io.PipeWriter
+	res    *http.Response
+	ready  chan struct{}
+	once   sync.Once
+	wrote  bool
+}
+
+func (w *inProcessWriter) Header() http.Header { return w.header }
+
+func (w *inProcessWriter) WriteHeader(code int) {
+	if w.wrote {
+		return
+	}
+	w.wrote = true
+	w.res.StatusCode = code
+	w.res.Status = fmt.Sprintf("%d %s", code, http.StatusText(code))
+	h := make(http.Header, len(w.header))
+	for k, v := range w.header {
+		if k == "Trailer" || len(k) > len(http.TrailerPrefix) && k[:len(http.TrailerPrefix)] == http.TrailerPrefix {
+			continue
+		}
+		h[k] = slices.Clone(v)
+	}
+	w.res.Header = h
+	w.res.ContentLength = -1
+	w.once.Do(func() { close(w.ready) })
+}
+
+func (w *inProcessWriter) Write(p []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.body.Write(p)
+}
+
+// Flush hands the headers over; the body needs no flushing.
+func (w *inProcessWriter) Flush() {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
 	}
 }
 
-// closeIdleClients releases the connections of the clients Client made.
-func (s *Server) closeIdleClients() {
-	if s.transport != nil {
-		s.transport.CloseIdleConnections()
+// finish sets the trailers and ends the body.
+func (w *inProcessWriter) finish() {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
 	}
+	for k, v := range w.header {
+		if name, ok := cutTrailerPrefix(k); ok {
+			w.res.Trailer[http.CanonicalHeaderKey(name)] = v
+		} else if announcedTrailer(w.header["Trailer"], k) {
+			w.res.Trailer[k] = v
+		}
+	}
+	_ = w.body.Close()
+}
+
+func cutTrailerPrefix(k string) (string, bool) {
+	if len(k) > len(http.TrailerPrefix) && k[:len(http.TrailerPrefix)] == http.TrailerPrefix {
+		return k[len(http.TrailerPrefix):], true
+	}
+	return "", false
+}
+
+// inProcessBody ends the handler's writes when the caller stops reading.
+type inProcessBody struct{ *io.PipeReader }
+
+func (b *inProcessBody) Close() error {
+	return b.CloseWithError(errors.New("goms: in-process response body closed"))
 }

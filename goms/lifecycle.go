@@ -63,7 +63,6 @@ func (s *Server) shutdown() {
 	s.health.SetStatus("", grpchealth.StatusNotServing)
 	s.mu.Unlock()
 	s.logger.Info("goms: shutting down", "grace", s.cfg.ShutdownTimeout)
-	defer s.closeIdleClients()
 
 	grace, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()

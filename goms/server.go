@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -130,9 +129,6 @@ type Server struct {
 	// errShuttingDown ends the calls still running after the grace period.
 	base       context.Context
 	cancelBase context.CancelCauseFunc
-
-	clientOnce sync.Once
-	transport  *http.Transport
 
 	mu          sync.Mutex
 	state       state
