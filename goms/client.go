@@ -49,12 +49,18 @@ func (c inProcessClient) Do(req *http.Request) (*http.Response, error) {
 	// The handler gets a context of its own: the caller's deadline and
 	// cancellation, the server's shutdown, but none of the caller's values
 	// (its identity must not leak into the callee).
-	ctx, cancel := context.WithCancelCause(c.s.base)
-	cancelDeadline := context.CancelFunc(func() {})
+	ctx, cancelDeadline := c.s.base, context.CancelFunc(func() {})
 	if deadline, ok := req.Context().Deadline(); ok {
 		ctx, cancelDeadline = context.WithDeadline(ctx, deadline)
 	}
-	stop := context.AfterFunc(req.Context(), func() { cancel(context.Cause(req.Context())) })
+	ctx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(req.Context(), func() {
+		// A deadline ends the handler's context by itself, as
+		// DeadlineExceeded; only a cancellation is passed on.
+		if !errors.Is(req.Context().Err(), context.DeadlineExceeded) {
+			cancel(context.Cause(req.Context()))
+		}
+	})
 
 	body := req.Body
 	if body == nil {

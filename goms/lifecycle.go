@@ -46,26 +46,37 @@ func SignalContext(parent context.Context) (ctx context.Context, stop context.Ca
 	}
 }
 
-// shutdown drains and stops every listener, as Serve documents.
+// shutdown drains and stops every listener, as Serve documents. Close cuts
+// it short.
 func (s *Server) shutdown() {
 	s.mu.Lock()
-	if s.state == stateClosed {
+	if s.state == stateClosed || s.state == stateShuttingDown {
 		s.mu.Unlock()
 		return
 	}
-	s.state = stateClosed
+	s.state = stateShuttingDown
 	s.ready.Store(false)
 	for _, l := range s.listeners {
 		for _, name := range l.routes.names {
 			s.health.SetStatus(name, grpchealth.StatusNotServing)
 		}
 	}
+	for name := range s.userHealth {
+		s.health.SetStatus(name, grpchealth.StatusNotServing)
+	}
 	s.health.SetStatus("", grpchealth.StatusNotServing)
 	s.mu.Unlock()
 	s.logger.Info("goms: shutting down", "grace", s.cfg.ShutdownTimeout)
+	defer func() {
+		s.mu.Lock()
+		s.state = stateClosed
+		s.mu.Unlock()
+	}()
 
 	grace, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
+	stopGrace := context.AfterFunc(s.closing, cancel) // Close ends the grace period
+	defer stopGrace()
 	if s.shutdownAll(grace) {
 		s.cancelBase(errShuttingDown)
 		s.logger.Info("goms: stopped")
@@ -77,6 +88,8 @@ func (s *Server) shutdown() {
 	s.logger.Warn("goms: grace period over, cancelling the calls still running")
 	flush, cancelFlush := context.WithTimeout(context.Background(), flushTimeout)
 	defer cancelFlush()
+	stopFlush := context.AfterFunc(s.closing, cancelFlush)
+	defer stopFlush()
 	if !s.shutdownAll(flush) {
 		for _, l := range s.listeners {
 			l.close()

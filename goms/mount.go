@@ -39,6 +39,9 @@ func (s *Server) MountOn(listeners []string, path string, handler http.Handler) 
 }
 
 func (s *Server) mountLocked(names []string, path string, handler http.Handler) error {
+	if s.state == stateClosed || s.state == stateShuttingDown {
+		return fmt.Errorf("goms: mount %q: %w", path, ErrServerClosed)
+	}
 	if s.state != stateNew {
 		return fmt.Errorf("goms: mount %q: the server already listens; mount before Listen or Serve", path)
 	}

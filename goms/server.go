@@ -73,6 +73,10 @@ type Config struct {
 	Interceptors Interceptors `yaml:"interceptors"`
 	// Plugins add interceptors, such as those of goms/prom and goms/otel.
 	Plugins []Plugin `yaml:"-"`
+	// Auth configures the auth interceptor: who may call which
+	// procedure, and how callers prove who they are. Off unless
+	// Auth.Verifier, Auth.Default or Auth.Policies is set.
+	Auth Auth `yaml:"auth"`
 
 	// Log configures the logger goms makes when Logger is nil.
 	Log Log `yaml:"log"`
@@ -122,6 +126,7 @@ type Server struct {
 	handlerOpts []connect.HandlerOption
 	clientOpts  []connect.ClientOption
 	chains      *chains
+	auth        *authInterceptor // nil unless Config.Auth is on
 	health      *grpchealth.StaticChecker
 	ready       atomic.Bool
 
@@ -130,12 +135,14 @@ type Server struct {
 	base       context.Context
 	cancelBase context.CancelCauseFunc
 
-	mu          sync.Mutex
-	state       state
-	builtins    bool
-	mountErrs   []error
-	userHealth  map[string]grpchealth.Status
-	shutdownNow chan struct{}
+	mu         sync.Mutex
+	state      state
+	builtins   bool
+	mountErrs  []error
+	userHealth map[string]grpchealth.Status
+	// closing is done once Close is called; it cuts a drain short.
+	closing       context.Context
+	cancelClosing context.CancelFunc
 }
 
 type state uint8
@@ -144,6 +151,7 @@ const (
 	stateNew state = iota
 	stateListening
 	stateServing
+	stateShuttingDown
 	stateClosed
 )
 
@@ -156,14 +164,14 @@ func New(cfg Config) (*Server, error) {
 	}
 	base, cancel := context.WithCancelCause(context.Background())
 	s := &Server{
-		cfg:         cfg,
-		logger:      cfg.Logger,
-		health:      grpchealth.NewStaticChecker(),
-		base:        base,
-		cancelBase:  cancel,
-		userHealth:  make(map[string]grpchealth.Status),
-		shutdownNow: make(chan struct{}),
+		cfg:        cfg,
+		logger:     cfg.Logger,
+		health:     grpchealth.NewStaticChecker(),
+		base:       base,
+		cancelBase: cancel,
+		userHealth: make(map[string]grpchealth.Status),
 	}
+	s.closing, s.cancelClosing = context.WithCancel(context.Background())
 	s.health.SetStatus("", grpchealth.StatusNotServing)
 	if err := s.initInterceptors(); err != nil {
 		return nil, err
@@ -309,7 +317,7 @@ func (s *Server) Listen() error {
 	switch s.state {
 	case stateClosed:
 		return ErrServerClosed
-	case stateListening, stateServing:
+	case stateListening, stateServing, stateShuttingDown:
 		return errors.New("goms: Listen called twice")
 	}
 	if err := errors.Join(s.mountErrs...); err != nil {
@@ -365,7 +373,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.mu.Lock()
 	if s.state != stateListening {
 		defer s.mu.Unlock()
-		if s.state == stateClosed {
+		if s.state == stateClosed || s.state == stateShuttingDown {
 			return ErrServerClosed
 		}
 		return errors.New("goms: Serve called twice")
@@ -382,7 +390,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	var err error
 	select {
 	case <-ctx.Done():
-	case <-s.shutdownNow:
+	case <-s.closing.Done():
 	case err = <-errc:
 		s.logger.Error("goms: listener failed", "err", err)
 	}
@@ -391,8 +399,8 @@ func (s *Server) Serve(ctx context.Context) error {
 }
 
 // Close stops the server at once: listeners and connections close and
-// calls in flight fail. Serve, if running, returns. Prefer cancelling
-// Serve's context, which drains calls first.
+// calls in flight fail. Serve, if running, returns, even when it is
+// draining. Prefer cancelling Serve's context, which drains calls first.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -403,16 +411,14 @@ func (s *Server) Close() error {
 	s.state = stateClosed
 	s.ready.Store(false)
 	s.cancelBase(errShuttingDown)
+	s.cancelClosing()
 	var errs []error
 	for _, l := range s.listeners {
-		if prev == stateServing {
+		if prev == stateServing || prev == stateShuttingDown {
 			l.close()
 		} else if l.ln != nil {
 			errs = append(errs, l.ln.Close())
 		}
-	}
-	if prev == stateServing {
-		close(s.shutdownNow)
 	}
 	return errors.Join(errs...)
 }
