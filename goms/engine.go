@@ -68,6 +68,9 @@ func route(c net.Conn, timeout time.Duration) (grpc bool, seen []byte, err error
 	framer := http2.NewFramer(io.Discard, rec)
 	framer.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	framer.MaxHeaderListSize = 1 << 20
+	// Until the server's SETTINGS arrive, which the router never sends,
+	// a client's frames are at most the protocol's initial 16 KiB.
+	framer.SetMaxReadFrameSize(16 << 10)
 	for range 8 {
 		f, err := framer.ReadFrame()
 		var netErr net.Error

@@ -1,0 +1,125 @@
+package goms
+
+import (
+	"bytes"
+	"net"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// h2Request returns the bytes an HTTP/2 client sends to open a connection
+// and start one request with the given method and content type.
+func h2Request(t testing.TB, method, contentType string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	buf.WriteString(http2Preface)
+	fr := http2.NewFramer(&buf, nil)
+	if err := fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.WriteWindowUpdate(0, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range []hpack.HeaderField{
+		{Name: ":method", Value: method},
+		{Name: ":scheme", Value: "http"},
+		{Name: ":authority", Value: "example"},
+		{Name: ":path", Value: "/goms.v1.GoMsService/Get"},
+		{Name: "content-type", Value: contentType},
+	} {
+		if err := enc.WriteField(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// routeBytes runs route on a connection whose peer sends data and then
+// stays open.
+func routeBytes(t testing.TB, data []byte) (bool, []byte, error) {
+	t.Helper()
+	server, client := net.Pipe()
+	defer client.Close()
+	defer server.Close()
+	go func() { _, _ = client.Write(data) }()
+	return route(server, time.Second)
+}
+
+func TestRoute(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		data []byte
+		grpc bool
+	}{
+		{"grpc", h2Request(t, "POST", "application/grpc"), true},
+		{"grpc+proto", h2Request(t, "POST", "application/grpc+proto"), true},
+		{"grpc upper case", h2Request(t, "POST", "Application/GRPC"), true},
+		{"grpc-web over h2", h2Request(t, "POST", "application/grpc-web+proto"), false},
+		{"connect json over h2", h2Request(t, "POST", "application/json"), false},
+		{"connect get over h2", h2Request(t, "GET", ""), false},
+		{"grpc content type with GET", h2Request(t, "GET", "application/grpc"), false},
+		{"http/1.1", []byte("POST /goms.v1.GoMsService/Get HTTP/1.1\r\nHost: x\r\n\r\n"), false},
+		{"garbage", []byte("\x16\x03\x01\x02\x00"), false},
+		{"preface then garbage", append([]byte(http2Preface), "not a frame at all, just text"...), false},
+		{"preface then silence", []byte(http2Preface), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			grpc, seen, err := routeBytes(t, tt.data)
+			if err != nil {
+				t.Fatalf("route: %v", err)
+			}
+			if grpc != tt.grpc {
+				t.Errorf("route to grpc engine = %v, want %v", grpc, tt.grpc)
+			}
+			if !bytes.HasPrefix(tt.data, seen) || len(seen) == 0 {
+				t.Errorf("route returned %q, which is not a prefix of what was sent", seen)
+			}
+		})
+	}
+}
+
+func TestRouteTimesOutSilentConnections(t *testing.T) {
+	t.Parallel()
+	server, client := net.Pipe()
+	defer client.Close()
+	defer server.Close()
+	start := time.Now()
+	_, seen, err := route(server, 50*time.Millisecond)
+	if err == nil || len(seen) != 0 {
+		t.Fatalf("route on a silent connection = %q, %v; want a timeout and nothing read", seen, err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("route took %v to give up", d)
+	}
+}
+
+// FuzzRoute checks that no input makes the router panic or lose bytes:
+// whatever it read must be handed on, unchanged, to the chosen server.
+func FuzzRoute(f *testing.F) {
+	f.Add(h2Request(f, "POST", "application/grpc"))
+	f.Add(h2Request(f, "POST", "application/json"))
+	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
+	f.Add([]byte(http2Preface))
+	f.Add(append([]byte(http2Preface), 0, 0, 0, 4, 0, 0, 0, 0, 0))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		server, client := net.Pipe()
+		defer client.Close()
+		defer server.Close()
+		go func() { _, _ = client.Write(data) }()
+		_, seen, _ := route(server, 20*time.Millisecond)
+		if !bytes.HasPrefix(data, seen) {
+			t.Fatalf("route returned %q, not a prefix of the input", seen)
+		}
+	})
+}
