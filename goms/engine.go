@@ -21,11 +21,12 @@ type Engine string
 
 const (
 	// EngineNetHTTP serves every connection with net/http. It is the only
-	// engine of http and gateway listeners, and the default of all.
+	// engine of http and gateway listeners.
 	EngineNetHTTP Engine = "net/http"
 	// EngineGRPC serves the gRPC connections of a grpc-mode listener with
 	// grpc-go's HTTP/2 transport, bridged into the same connect handlers,
-	// which costs less CPU per call than net/http's HTTP/2 server. Each
+	// which costs less CPU per call than net/http's HTTP/2 server. It is
+	// the default of grpc-mode listeners. Each
 	// connection is routed by its first bytes: HTTP/1.1, and HTTP/2 whose
 	// first request is not gRPC, still go to net/http so that those callers
 	// get goms's error in their own protocol. A later non-gRPC request on a

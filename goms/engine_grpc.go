@@ -41,6 +41,8 @@ type grpcEngine struct {
 	http   *http.Server
 	grpcLn *chanListener
 	httpLn *chanListener
+	// tlsConfig is the listener's, with ALPN offering h2 and http/1.1.
+	tlsConfig *tls.Config
 
 	stopOnce sync.Once
 	stopped  chan struct{} // closed when GracefulStop returns
@@ -66,6 +68,14 @@ func newGRPCEngine(s *Server, l *listener) *grpcEngine {
 	// takes cleartext HTTP/2 even behind TLS: the router has already
 	// decrypted the connection.
 	e.http = l.newHTTPServer(s, nil)
+	if l.tlsConfig != nil {
+		// ALPN must offer h2, or TLS clients fall back to HTTP/1.1 and
+		// never reach grpc-go.
+		e.tlsConfig = l.tlsConfig.Clone()
+		if len(e.tlsConfig.NextProtos) == 0 {
+			e.tlsConfig.NextProtos = []string{"h2", "http/1.1"}
+		}
+	}
 	return e
 }
 
@@ -97,8 +107,8 @@ func (e *grpcEngine) serve(ln net.Listener) error {
 func (e *grpcEngine) dispatch(c net.Conn) {
 	timeout := e.s.cfg.ReadHeaderTimeout
 	var state *tls.ConnectionState
-	if e.l.tlsConfig != nil {
-		tc := tls.Server(c, e.l.tlsConfig)
+	if e.tlsConfig != nil {
+		tc := tls.Server(c, e.tlsConfig)
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		err := tc.HandshakeContext(ctx)
 		cancel()

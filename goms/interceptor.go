@@ -243,6 +243,14 @@ func (s *Server) initInterceptors() error {
 		InterceptorRecovery:  recoverInterceptor{logger: s.logger},
 		InterceptorAccessLog: accessLogInterceptor{logger: s.logger},
 	}
+	auth, err := checkAuth(s.cfg, s.logger)
+	if err != nil {
+		return err
+	}
+	if auth != nil {
+		named[InterceptorAuth] = auth
+		s.auth = auth
+	}
 	var plugins []string
 	var clientInterceptors []connect.Interceptor
 	for _, p := range s.cfg.Plugins {
@@ -293,5 +301,11 @@ func (s *Server) checkInterceptorRules() error {
 			procedures[p] = true
 		}
 	}
-	return s.chains.checkRules(services, procedures)
+	if err := s.chains.checkRules(services, procedures); err != nil {
+		return err
+	}
+	if s.auth != nil {
+		return s.auth.checkPolicies(services, procedures)
+	}
+	return nil
 }

@@ -73,6 +73,12 @@ func (s *Server) shutdown() {
 		s.mu.Unlock()
 	}()
 
+	if s.cfg.DrainDelay > 0 {
+		select {
+		case <-time.After(s.cfg.DrainDelay):
+		case <-s.closing.Done():
+		}
+	}
 	grace, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	stopGrace := context.AfterFunc(s.closing, cancel) // Close ends the grace period

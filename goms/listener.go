@@ -3,11 +3,13 @@ package goms
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 
 	"connectrpc.com/connect"
@@ -68,13 +70,21 @@ type Listener struct {
 	// ModeGateway.
 	Mode Mode `yaml:"mode"`
 	// Engine serves the listener's gRPC connections. The default is
-	// EngineNetHTTP; EngineGRPC is valid on grpc-mode listeners only.
+	// EngineGRPC for grpc-mode listeners and EngineNetHTTP, the only
+	// choice, for the others.
 	Engine Engine `yaml:"engine"`
 	// CertFile and KeyFile name PEM files holding a certificate and its
 	// key. When set, the listener speaks TLS (HTTP/1.1 and HTTP/2 through
 	// ALPN) instead of cleartext HTTP/1.1 and h2c.
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
+	// ClientCAFile names a PEM file of the certificate authorities that
+	// sign client certificates. When set, the listener requires mutual
+	// TLS: callers without a certificate those authorities signed are
+	// refused during the handshake, and the certificate's holder is the
+	// caller's Identity (see Auth). Needs CertFile and KeyFile or
+	// TLSConfig.
+	ClientCAFile string `yaml:"client_ca_file"`
 	// TLSConfig is the code-only alternative to CertFile and KeyFile. It
 	// must hold at least one certificate (or GetCertificate); goms clones
 	// it and sets NextProtos.
@@ -97,6 +107,9 @@ func (l Listener) check() (Listener, *tls.Config, error) {
 	switch l.Engine {
 	case "":
 		l.Engine = EngineNetHTTP
+		if l.Mode == ModeGRPC {
+			l.Engine = EngineGRPC
+		}
 	case EngineNetHTTP:
 	case EngineGRPC:
 		if l.Mode != ModeGRPC {
@@ -130,6 +143,27 @@ func checkAddr(addr string) error {
 }
 
 func (l Listener) tlsConfig() (*tls.Config, error) {
+	c, err := l.serverTLSConfig()
+	if err != nil || l.ClientCAFile == "" {
+		return c, err
+	}
+	if c == nil {
+		return nil, fmt.Errorf("client_ca_file %q needs TLS: set cert_file and key_file", l.ClientCAFile)
+	}
+	pem, err := os.ReadFile(l.ClientCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("client_ca_file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("client_ca_file %q: no PEM certificate in it", l.ClientCAFile)
+	}
+	c.ClientCAs = pool
+	c.ClientAuth = tls.RequireAndVerifyClientCert
+	return c, nil
+}
+
+func (l Listener) serverTLSConfig() (*tls.Config, error) {
 	files := l.CertFile != "" || l.KeyFile != ""
 	switch {
 	case files && l.TLSConfig != nil:
@@ -251,7 +285,14 @@ func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.ServeHTTP(w, r)
 		return
 	}
+	if r.TLS != nil {
+		r = withPeerCertificate(r)
+	}
 	p := classify(r)
+	if p == protocolUnknown && l.Mode == ModeGRPC {
+		rejectNonRPC(w, r)
+		return
+	}
 	if !l.Mode.accepts(p) {
 		writeError(w, r, l.rejections[p])
 		return
@@ -260,5 +301,34 @@ func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.ServeHTTP(w, r)
 		return
 	}
-	writeError(w, r, unknownProcedure(l.Name, path))
+	writeError(notFoundWriter{w}, r, unknownProcedure(l.Name, path))
+}
+
+// rejectNonRPC answers a request that is no RPC at all (a method other
+// than GET and POST, or a POST whose Content-Type is not application/*) on
+// a gRPC-only listener as connect-go's handlers and grpc-go do: 405 with
+// Allow, or 415 with the accepted content types, and no body; clients of
+// every protocol map those statuses to a code.
+func rejectNonRPC(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		w.WriteHeader(http.StatusMethodNotAllowed)
+		return
+	}
+	w.Header().Set("Accept-Post", "application/grpc, application/grpc+proto, application/grpc+json")
+	w.WriteHeader(http.StatusUnsupportedMediaType)
+}
+
+// notFoundWriter sends the Connect unary error of an unknown procedure
+// with 404, the status of a path nobody serves and the one the Connect
+// protocol asks for, instead of the 501 of CodeUnimplemented; the body
+// still says unimplemented. gRPC, gRPC-Web and Connect streaming errors
+// are sent with 200 and keep their code.
+type notFoundWriter struct{ http.ResponseWriter }
+
+func (w notFoundWriter) WriteHeader(code int) {
+	if code == http.StatusNotImplemented {
+		code = http.StatusNotFound
+	}
+	w.ResponseWriter.WriteHeader(code)
 }

@@ -37,6 +37,11 @@ type Config struct {
 	// Listeners are the addresses the server listens on.
 	Listeners []Listener `yaml:"listeners"`
 
+	// DrainDelay is how long a stopping server goes on serving, with
+	// /readyz at 503 and every health status NOT_SERVING, before its
+	// listeners stop accepting: the time load balancers and Kubernetes
+	// endpoints need to stop sending it new calls. Default 0.
+	DrainDelay time.Duration `yaml:"drain_delay"`
 	// ShutdownTimeout is the grace period calls in flight get when the
 	// server stops; calls still running then end with CodeUnavailable.
 	// Default DefaultShutdownTimeout (10s).
@@ -215,6 +220,7 @@ func (c Config) withDefaults() (Config, error) {
 		v    *time.Duration
 		def  time.Duration
 	}{
+		{"drain_delay", &c.DrainDelay, 0},
 		{"shutdown_timeout", &c.ShutdownTimeout, DefaultShutdownTimeout},
 		{"read_header_timeout", &c.ReadHeaderTimeout, DefaultReadHeaderTimeout},
 		{"idle_timeout", &c.IdleTimeout, DefaultIdleTimeout},
@@ -350,7 +356,8 @@ func (s *Server) Listen() error {
 // Serve listens (unless Listen was called), serves every listener, and
 // blocks until ctx ends or a listener fails. Then it shuts down:
 //
-//  1. /readyz answers 503 and every health status turns NOT_SERVING;
+//  1. /readyz answers 503 and every health status turns NOT_SERVING, and
+//     the server goes on serving for Config.DrainDelay;
 //  2. the listeners stop accepting, idle connections close, and HTTP/2
 //     clients receive GOAWAY;
 //  3. calls in flight get Config.ShutdownTimeout to finish;

@@ -42,7 +42,17 @@ func main() {
 }
 
 func run(listeners []goms.Listener, logger *slog.Logger) error {
-	srv, err := goms.New(goms.Config{Listeners: listeners, Logger: logger})
+	ctx, stop := goms.SignalContext(context.Background())
+	defer stop()
+	// /metrics and the probes on the admin listener, 127.0.0.1:4242, where
+	// the original GoMs exporter served its metrics.
+	cfg := goms.Config{Listeners: listeners, Logger: logger, Admin: goms.Admin{Addr: goms.DefaultAdminAddr}}
+	shutdown, err := app.Configure(ctx, &cfg)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = shutdown(context.Background()) }()
+	srv, err := goms.New(cfg)
 	if err != nil {
 		return err
 	}
@@ -51,7 +61,5 @@ func run(listeners []goms.Listener, logger *slog.Logger) error {
 	if err := app.MountAll(srv, connect.WithGRPC()); err != nil {
 		return err
 	}
-	ctx, stop := goms.SignalContext(context.Background())
-	defer stop()
 	return srv.Serve(ctx)
 }

@@ -20,16 +20,22 @@ func main() {
 	port := flag.Int("grpc-port", 42001, "gRPC listener port")
 	flag.Parse()
 	logger := app.Logger()
-	srv, err := goms.New(goms.Config{
+	ctx, stop := goms.SignalContext(context.Background())
+	defer stop()
+	cfg := goms.Config{
 		Listeners: []goms.Listener{{Name: "grpc", Addr: net.JoinHostPort(*host, strconv.Itoa(*port)), Mode: goms.ModeGRPC}},
 		Logger:    logger,
-	})
+	}
+	shutdown, err := app.Configure(ctx, &cfg)
+	var srv *goms.Server
+	if err == nil {
+		defer func() { _ = shutdown(context.Background()) }()
+		srv, err = goms.New(cfg)
+	}
 	if err == nil {
 		err = app.MountAll(srv, connect.WithGRPC())
 	}
 	if err == nil {
-		ctx, stop := goms.SignalContext(context.Background())
-		defer stop()
 		err = srv.Serve(ctx)
 	}
 	if err != nil {

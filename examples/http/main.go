@@ -19,18 +19,24 @@ func main() {
 	port := flag.Int("http-port", 8080, "HTTP listener port")
 	flag.Parse()
 	logger := app.Logger()
-	srv, err := goms.New(goms.Config{
+	ctx, stop := goms.SignalContext(context.Background())
+	defer stop()
+	cfg := goms.Config{
 		Listeners: []goms.Listener{{Name: "http", Addr: net.JoinHostPort(*host, strconv.Itoa(*port)), Mode: goms.ModeHTTP}},
 		Logger:    logger,
-	})
+	}
+	shutdown, err := app.Configure(ctx, &cfg)
+	var srv *goms.Server
+	if err == nil {
+		defer func() { _ = shutdown(context.Background()) }()
+		srv, err = goms.New(cfg)
+	}
 	if err == nil {
 		// The child service calls the goms service with the Connect
 		// protocol, which this listener serves.
 		err = app.MountAll(srv)
 	}
 	if err == nil {
-		ctx, stop := goms.SignalContext(context.Background())
-		defer stop()
 		err = srv.Serve(ctx)
 	}
 	if err != nil {

@@ -3,6 +3,8 @@
 package app
 
 import (
+	"context"
+	"crypto/subtle"
 	"errors"
 	"log/slog"
 	"os"
@@ -14,14 +16,18 @@ import (
 	"github.com/reversTeam/go-ms/gen/child/v1/childv1connect"
 	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
 	"github.com/reversTeam/go-ms/goms"
+	"github.com/reversTeam/go-ms/goms/otel"
+	"github.com/reversTeam/go-ms/goms/prom"
+	"github.com/reversTeam/go-ms/goms/validate"
 )
 
 // MountAll mounts GoMsService and ChildService on every listener of srv.
-// ChildService reaches GoMsService through srv.Client, calling with the
-// given client options (connect.WithGRPC() for a gRPC listener).
+// ChildService reaches GoMsService through srv.Client, with the client
+// side of srv's plugins (srv.ClientOptions) and the given client options
+// (connect.WithGRPC() for a gRPC listener).
 func MountAll(srv *goms.Server, clientOpts ...connect.ClientOption) error {
 	httpClient, baseURL := srv.Client(gomsv1connect.GoMsServiceName)
-	parents := gomsv1connect.NewGoMsServiceClient(httpClient, baseURL, clientOpts...)
+	parents := gomsv1connect.NewGoMsServiceClient(httpClient, baseURL, append(srv.ClientOptions(), clientOpts...)...)
 	return errors.Join(
 		srv.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...)),
 		srv.Mount(childv1connect.NewChildServiceHandler(childservice.New(parents), srv.HandlerOptions()...)),
@@ -31,4 +37,41 @@ func MountAll(srv *goms.Server, clientOpts ...connect.ClientOption) error {
 // Logger is the logger of the example programs: text records on stderr.
 func Logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, nil))
+}
+
+// TokenEnv names the environment variable that holds the bearer token the
+// Delete methods of both services require. Unset, nobody can delete.
+const TokenEnv = "GOMS_EXAMPLE_TOKEN"
+
+// Configure adds to cfg what every example runs with: Prometheus metrics
+// (served under /metrics when cfg.Admin.Addr is set), OpenTelemetry
+// tracing (off unless the OTEL_* environment names an endpoint),
+// protovalidate validation, and a bearer token (from TokenEnv) on the
+// Delete methods, every other method staying public. Call the returned
+// function once Serve has returned: it flushes the last spans.
+func Configure(ctx context.Context, cfg *goms.Config) (shutdown func(context.Context) error, err error) {
+	metrics, err := prom.New()
+	if err != nil {
+		return nil, err
+	}
+	tracing, err := otel.New(ctx, otel.Config{ServiceName: "goms-example"})
+	if err != nil {
+		return nil, err
+	}
+	cfg.Plugins = append(cfg.Plugins, metrics, tracing, validate.New())
+	token := os.Getenv(TokenEnv)
+	cfg.Auth = goms.Auth{
+		Default: goms.PolicyPublic,
+		Policies: map[string]goms.Policy{
+			gomsv1connect.GoMsServiceName + "/Delete":   goms.PolicyAuthenticated,
+			childv1connect.ChildServiceName + "/Delete": goms.PolicyAuthenticated,
+		},
+		Verifier: func(_ context.Context, c goms.Credentials) (goms.Identity, error) {
+			if token == "" || subtle.ConstantTimeCompare([]byte(c.Bearer), []byte(token)) != 1 {
+				return goms.Identity{}, errors.New("wrong token")
+			}
+			return goms.Identity{Subject: "example-admin"}, nil
+		},
+	}
+	return tracing.Shutdown, nil
 }

@@ -10,6 +10,7 @@
 package gomsv1
 
 import (
+	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -158,7 +159,7 @@ func (x *Item) GetUpdateTime() *timestamppb.Timestamp {
 // CreateRequest is the input of Create.
 type CreateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Name of the new item; must not be empty.
+	// Name of the new item; 1 to 200 characters.
 	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -250,7 +251,7 @@ func (x *CreateResponse) GetItem() *Item {
 // GetRequest is the input of Get.
 type GetRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Id of the item.
+	// Id of the item: 16 lowercase hexadecimal digits.
 	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -342,8 +343,8 @@ func (x *GetResponse) GetItem() *Item {
 // ListRequest is the input of List.
 type ListRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Largest number of items to return; 0 means the server default (50),
-	// values above 1000 are treated as 1000.
+	// Largest number of items to return, from 0 to 1000; 0 means the
+	// server default (50).
 	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// Token from a previous ListResponse.next_page_token; empty for the first page.
 	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
@@ -453,9 +454,9 @@ func (x *ListResponse) GetNextPageToken() string {
 // UpdateRequest is the input of Update.
 type UpdateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Id of the item.
+	// Id of the item: 16 lowercase hexadecimal digits.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// New name; must not be empty.
+	// New name; 1 to 200 characters.
 	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -554,7 +555,7 @@ func (x *UpdateResponse) GetItem() *Item {
 // DeleteRequest is the input of Delete.
 type DeleteRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Id of the item.
+	// Id of the item: 16 lowercase hexadecimal digits.
 	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -729,7 +730,7 @@ func (x *WatchResponse) GetItem() *Item {
 // CreateManyRequest is one item of a CreateMany stream.
 type CreateManyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Name of the new item; must not be empty.
+	// Name of the new item; 1 to 200 characters.
 	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -923,44 +924,48 @@ var File_goms_v1_goms_proto protoreflect.FileDescriptor
 
 const file_goms_v1_goms_proto_rawDesc = "" +
 	"\n" +
-	"\x12goms/v1/goms.proto\x12\agoms.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa4\x01\n" +
+	"\x12goms/v1/goms.proto\x12\agoms.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa4\x01\n" +
 	"\x04Item\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12;\n" +
 	"\vcreate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"#\n" +
-	"\rCreateRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"3\n" +
+	"updateTime\"/\n" +
+	"\rCreateRequest\x12\x1e\n" +
+	"\x04name\x18\x01 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\xc8\x01R\x04name\"3\n" +
 	"\x0eCreateResponse\x12!\n" +
-	"\x04item\x18\x01 \x01(\v2\r.goms.v1.ItemR\x04item\"\x1c\n" +
+	"\x04item\x18\x01 \x01(\v2\r.goms.v1.ItemR\x04item\"3\n" +
 	"\n" +
-	"GetRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"0\n" +
+	"GetRequest\x12%\n" +
+	"\x02id\x18\x01 \x01(\tB\x15\xbaH\x12r\x102\x0e^[0-9a-f]{16}$R\x02id\"0\n" +
 	"\vGetResponse\x12!\n" +
-	"\x04item\x18\x01 \x01(\v2\r.goms.v1.ItemR\x04item\"I\n" +
-	"\vListRequest\x12\x1b\n" +
-	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\x04item\x18\x01 \x01(\v2\r.goms.v1.ItemR\x04item\"U\n" +
+	"\vListRequest\x12'\n" +
+	"\tpage_size\x18\x01 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\"[\n" +
 	"\fListResponse\x12#\n" +
 	"\x05items\x18\x01 \x03(\v2\r.goms.v1.ItemR\x05items\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"3\n" +
-	"\rUpdateRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"3\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"V\n" +
+	"\rUpdateRequest\x12%\n" +
+	"\x02id\x18\x01 \x01(\tB\x15\xbaH\x12r\x102\x0e^[0-9a-f]{16}$R\x02id\x12\x1e\n" +
+	"\x04name\x18\x02 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\xc8\x01R\x04name\"3\n" +
 	"\x0eUpdateResponse\x12!\n" +
-	"\x04item\x18\x01 \x01(\v2\r.goms.v1.ItemR\x04item\"\x1f\n" +
-	"\rDeleteRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\x10\n" +
+	"\x04item\x18\x01 \x01(\v2\r.goms.v1.ItemR\x04item\"6\n" +
+	"\rDeleteRequest\x12%\n" +
+	"\x02id\x18\x01 \x01(\tB\x15\xbaH\x12r\x102\x0e^[0-9a-f]{16}$R\x02id\"\x10\n" +
 	"\x0eDeleteResponse\"\x0e\n" +
 	"\fWatchRequest\"[\n" +
 	"\rWatchResponse\x12'\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x13.goms.v1.ChangeTypeR\x04type\x12!\n" +
-	"\x04item\x18\x02 \x01(\v2\r.goms.v1.ItemR\x04item\"'\n" +
-	"\x11CreateManyRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"9\n" +
+	"\x04item\x18\x02 \x01(\v2\r.goms.v1.ItemR\x04item\"3\n" +
+	"\x11CreateManyRequest\x12\x1e\n" +
+	"\x04name\x18\x01 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\xc8\x01R\x04name\"9\n" +
 	"\x12CreateManyResponse\x12#\n" +
 	"\x05items\x18\x01 \x03(\v2\r.goms.v1.ItemR\x05items\"\x1f\n" +
 	"\rLookupRequest\x12\x0e\n" +
