@@ -1,0 +1,67 @@
+package goms_test
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+
+	"connectrpc.com/connect"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/reversTeam/go-ms/examples/services/gomsservice"
+	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
+	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
+	"github.com/reversTeam/go-ms/goms"
+)
+
+// BenchmarkEngines compares the two engines of a grpc-mode listener under
+// the same grpc-go client, 50 calls in flight. Client and server share the
+// process, so ns/op is the CPU of both; compare the two cases of one run.
+func BenchmarkEngines(b *testing.B) {
+	for _, engine := range []goms.Engine{goms.EngineNetHTTP, goms.EngineGRPC} {
+		b.Run(string(engine), func(b *testing.B) {
+			srv, err := goms.New(goms.Config{
+				Listeners: []goms.Listener{{Name: "grpc", Addr: "127.0.0.1:0", Mode: goms.ModeGRPC, Engine: engine}},
+				Logger:    slog.New(slog.DiscardHandler),
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			svc := gomsservice.New()
+			if err := srv.Mount(gomsv1connect.NewGoMsServiceHandler(svc, srv.HandlerOptions()...)); err != nil {
+				b.Fatal(err)
+			}
+			if err := srv.Listen(); err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- srv.Serve(ctx) }()
+			b.Cleanup(func() { cancel(); <-done })
+
+			created, err := svc.Create(ctx, connect.NewRequest(&gomsv1.CreateRequest{Name: "bench"}))
+			if err != nil {
+				b.Fatal(err)
+			}
+			conn, err := grpc.NewClient(srv.Addr("grpc").String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = conn.Close() })
+			req := &gomsv1.GetRequest{Id: created.Msg.GetItem().GetId()}
+			b.ReportAllocs()
+			b.SetParallelism(25) // 50 in flight on 2 cores
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					res := new(gomsv1.GetResponse)
+					if err := conn.Invoke(ctx, gomsv1connect.GoMsServiceGetProcedure, req, res); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
