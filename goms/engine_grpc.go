@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -63,6 +64,10 @@ func newGRPCEngine(s *Server, l *listener) *grpcEngine {
 		// grpc-go's default of 5 minutes breaks common client settings.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.ConnectionTimeout(s.cfg.ReadHeaderTimeout),
+		// Calls run on long-lived workers whose stacks have already grown
+		// to what the connect call chain needs: a new goroutine per call
+		// spends a fifth of the CPU growing its stack.
+		grpc.NumStreamWorkers(streamWorkers()),
 	)
 	// The net/http side only ever answers callers in other protocols, so it
 	// takes cleartext HTTP/2 even behind TLS: the router has already
@@ -77,6 +82,12 @@ func newGRPCEngine(s *Server, l *listener) *grpcEngine {
 		}
 	}
 	return e
+}
+
+// streamWorkers is the number of goroutines that run gRPC calls; calls
+// beyond it get a goroutine of their own, as without workers.
+func streamWorkers() uint32 {
+	return uint32(16 * runtime.GOMAXPROCS(0))
 }
 
 // serve routes the connections of ln until it is closed.
