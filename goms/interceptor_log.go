@@ -42,10 +42,12 @@ func requestID(h interface{ Get(string) string }) string {
 	return hex.EncodeToString(b[:])
 }
 
-// accessLogInterceptor writes one record per call once it ends, at info
-// level, with the fields a reader of logs needs to follow a call.
+// accessLogInterceptor writes one record per call once it ends, at
+// Config.Log.AccessLevel, with the fields a reader of logs needs to follow
+// a call. It handles the request id whether or not the record is written.
 type accessLogInterceptor struct {
 	logger *slog.Logger
+	level  slog.Level
 }
 
 func (a accessLogInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
@@ -59,7 +61,7 @@ func (a accessLogInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFun
 		} else if ce := asConnectError(err); ce != nil {
 			ce.Meta().Set(RequestIDHeader, id)
 		}
-		if a.logger.Enabled(ctx, slog.LevelInfo) {
+		if a.logger.Enabled(ctx, a.level) {
 			var resBytes int
 			if res != nil {
 				resBytes = messageSize(res.Any())
@@ -82,7 +84,7 @@ func (a accessLogInterceptor) WrapStreamingHandler(next connect.StreamingHandler
 		ctx = context.WithValue(ctx, requestIDKey{}, id)
 		counted := &countingConn{StreamingHandlerConn: conn}
 		err := next(ctx, counted)
-		if a.logger.Enabled(ctx, slog.LevelInfo) {
+		if a.logger.Enabled(ctx, a.level) {
 			a.log(ctx, conn.Spec().Procedure, conn.Peer(), id, start, err, counted.recvBytes, counted.sentBytes, counted.recv, counted.sent)
 		}
 		return err
@@ -109,7 +111,7 @@ func (a accessLogInterceptor) log(ctx context.Context, procedure string, peer co
 	if err != nil {
 		attrs = append(attrs, slog.String("error", err.Error()))
 	}
-	a.logger.LogAttrs(ctx, slog.LevelInfo, "goms: call", attrs...)
+	a.logger.LogAttrs(ctx, a.level, "goms: call", attrs...)
 }
 
 // countingConn counts the messages and bytes of a stream.

@@ -1,7 +1,11 @@
 package goms_test
 
 import (
+	"bytes"
+	"log/slog"
 	"regexp"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,7 +22,8 @@ import (
 func TestAccessLog(t *testing.T) {
 	t.Parallel()
 	logs, logger := newICLog()
-	run := gomstest.Start(t, goms.Config{Listeners: []goms.Listener{{Name: "gateway"}}, Logger: logger}, nil)
+	info := slog.LevelInfo
+	run := gomstest.Start(t, goms.Config{Listeners: []goms.Listener{{Name: "gateway"}}, Logger: logger, Log: goms.Log{AccessLevel: &info}}, nil)
 	generated := regexp.MustCompile(`^[0-9a-f]{16}$`)
 	for _, p := range icProtocols {
 		t.Run(p.name, func(t *testing.T) {
@@ -96,4 +101,43 @@ func TestAccessLog(t *testing.T) {
 			t.Errorf("health check logged: %v", recs)
 		}
 	})
+}
+
+// TestAccessLogLevel checks that access log records are debug unless
+// configured, so that a logger at info writes none, while the request id is
+// still returned.
+func TestAccessLogLevel(t *testing.T) {
+	t.Parallel()
+	var buf syncBuffer
+	logger := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	run := gomstest.Start(t, goms.Config{Listeners: []goms.Listener{{Name: "gateway"}}, Logger: logger}, nil)
+	client := gomsv1connect.NewGoMsServiceClient(gomstest.H2C(t), run.URL("gateway"))
+	res, err := client.Create(t.Context(), connect.NewRequest(&gomsv1.CreateRequest{Name: "quiet"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Header().Get(goms.RequestIDHeader) == "" {
+		t.Errorf("no %s in the response", goms.RequestIDHeader)
+	}
+	if strings.Contains(buf.String(), "goms: call") {
+		t.Errorf("access log record written at the default level to a logger at info:\n%s", buf.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -96,8 +96,21 @@ type Log struct {
 	// Format is "text" (the default) or "json".
 	Format string `yaml:"format"`
 	// Level is the lowest level written: "debug", "info" (the default),
-	// "warn" or "error". Access log records are info.
+	// "warn" or "error".
 	Level slog.Level `yaml:"level"`
+	// AccessLevel is the level of the access log records, one per call.
+	// Nil means debug, which keeps them out of a logger at info: a record
+	// per call costs more CPU than the rest of the default interceptors
+	// together. Set it to info to see every call.
+	AccessLevel *slog.Level `yaml:"access_level"`
+}
+
+// accessLevel returns the level of access log records.
+func (l Log) accessLevel() slog.Level {
+	if l.AccessLevel == nil {
+		return slog.LevelDebug
+	}
+	return *l.AccessLevel
 }
 
 func (l Log) logger() (*slog.Logger, error) {

@@ -59,6 +59,10 @@ func Configure(ctx context.Context, cfg *goms.Config) (shutdown func(context.Con
 		return nil, err
 	}
 	cfg.Plugins = append(cfg.Plugins, metrics, tracing, validate.New())
+	// The examples log every call; goms's default keeps access records at
+	// debug.
+	info := slog.LevelInfo
+	cfg.Log.AccessLevel = &info
 	token := os.Getenv(TokenEnv)
 	cfg.Auth = goms.Auth{
 		Default: goms.PolicyPublic,
