@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
+	"sync/atomic"
 
 	"connectrpc.com/connect"
 )
@@ -78,6 +80,12 @@ type Listener struct {
 	// ALPN) instead of cleartext HTTP/1.1 and h2c.
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
+	// MaxInFlight bounds the calls the listener runs at once, streams
+	// included: a call beyond it fails at once with CodeUnavailable, which
+	// clients retry elsewhere, instead of queuing without bound. Health
+	// checks and reflection are not counted. 0, the default, means no
+	// limit.
+	MaxInFlight int `yaml:"max_in_flight"`
 	// ClientCAFile names a PEM file of the certificate authorities that
 	// sign client certificates. When set, the listener requires mutual
 	// TLS: callers without a certificate those authorities signed are
@@ -117,6 +125,9 @@ func (l Listener) check() (Listener, *tls.Config, error) {
 		}
 	default:
 		return l, nil, fmt.Errorf("goms: listener %q: engine %q: want %q or %q", l.Name, l.Engine, EngineNetHTTP, EngineGRPC)
+	}
+	if l.MaxInFlight < 0 {
+		return l, nil, fmt.Errorf("goms: listener %q: max_in_flight: %d is negative", l.Name, l.MaxInFlight)
 	}
 	if err := checkAddr(l.Addr); err != nil {
 		return l, nil, fmt.Errorf("goms: listener %q: address %q: %w", l.Name, l.Addr, err)
@@ -200,10 +211,15 @@ type listener struct {
 	// rejections holds the error answered for each protocol the mode
 	// excludes, built once.
 	rejections [protocolConnect + 1]*connect.Error
+	// inFlight counts the calls MaxInFlight limits.
+	inFlight   atomic.Int64
+	overloaded *connect.Error
 }
 
 func newListener(s *Server, cfg Listener, tlsConfig *tls.Config) *listener {
 	l := &listener{Listener: cfg, tlsConfig: tlsConfig, routes: newRoutes()}
+	l.overloaded = connect.NewError(connect.CodeUnavailable, fmt.Errorf(
+		"listener %q is overloaded: %d calls in flight; retry later or on another replica", cfg.Name, cfg.MaxInFlight))
 	for p := range l.rejections {
 		l.rejections[p] = rejection(cfg.Name, cfg.Mode, protocol(p))
 	}
@@ -297,11 +313,25 @@ func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, l.rejections[p])
 		return
 	}
-	if h := l.routes.rpc(path); h != nil {
-		h.ServeHTTP(w, r)
+	h := l.routes.rpc(path)
+	if h == nil {
+		writeError(notFoundWriter{w}, r, unknownProcedure(l.Name, path))
 		return
 	}
-	writeError(notFoundWriter{w}, r, unknownProcedure(l.Name, path))
+	if l.MaxInFlight > 0 && !exemptFromLimit(path) {
+		defer l.inFlight.Add(-1)
+		if l.inFlight.Add(1) > int64(l.MaxInFlight) {
+			writeError(w, r, l.overloaded)
+			return
+		}
+	}
+	h.ServeHTTP(w, r)
+}
+
+// exemptFromLimit reports whether a procedure stays out of MaxInFlight:
+// health checks must answer while the listener sheds load.
+func exemptFromLimit(path string) bool {
+	return strings.HasPrefix(path, "/grpc.health.v1.") || strings.HasPrefix(path, "/grpc.reflection.")
 }
 
 // rejectNonRPC answers a request that is no RPC at all (a method other
