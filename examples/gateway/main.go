@@ -1,17 +1,23 @@
 // Command gateway runs the goms and child example services on two
 // listeners, as the original GoMs gateway example ran a gRPC server and an
 // HTTP gateway: gRPC on -grpc-host:-grpc-port, Connect and gRPC-Web on
-// -http-host:-http-port. With -single ADDR it runs one gateway-mode
-// listener that serves all three protocols instead.
+// -http-host:-http-port, and metrics on the admin listener. With -single
+// ADDR it runs one gateway-mode listener that serves all three protocols
+// instead.
+//
+// Its configuration is layered, each layer overriding the ones before:
+// the defaults below, the YAML file of -config, GOMS_* environment
+// variables, then flags (-set key=value, and the flags above).
 package main
 
 import (
 	"context"
 	"flag"
-	"log/slog"
+	"fmt"
 	"net"
 	"os"
 	"strconv"
+	"strings"
 
 	"connectrpc.com/connect"
 
@@ -19,7 +25,25 @@ import (
 	"github.com/reversTeam/go-ms/goms"
 )
 
+// defaults is the configuration of the original gateway example.
+const defaults = `
+listeners:
+  - {name: grpc, address: "127.0.0.1:42001", mode: grpc}
+  - {name: http, address: "127.0.0.1:8080", mode: http}
+admin:
+  address: "127.0.0.1:4242"
+`
+
+// setFlags collects repeated -set flags.
+type setFlags []string
+
+func (s *setFlags) String() string     { return strings.Join(*s, ", ") }
+func (s *setFlags) Set(v string) error { *s = append(*s, v); return nil }
+
 func main() {
+	configFile := flag.String("config", "", "YAML configuration file")
+	var set setFlags
+	flag.Var(&set, "set", "configuration override key=value, e.g. -set listeners.http.mode=gateway (repeatable)")
 	grpcHost := flag.String("grpc-host", "127.0.0.1", "gRPC listener host")
 	grpcPort := flag.Int("grpc-port", 42001, "gRPC listener port")
 	httpHost := flag.String("http-host", "127.0.0.1", "HTTP (Connect and gRPC-Web) listener host")
@@ -27,26 +51,32 @@ func main() {
 	single := flag.String("single", "", "serve all protocols on this one address (gateway mode) instead of two listeners")
 	flag.Parse()
 
-	listeners := []goms.Listener{
-		{Name: "grpc", Addr: net.JoinHostPort(*grpcHost, strconv.Itoa(*grpcPort)), Mode: goms.ModeGRPC},
-		{Name: "http", Addr: net.JoinHostPort(*httpHost, strconv.Itoa(*httpPort)), Mode: goms.ModeHTTP},
+	// The original flags win over everything, but only when given.
+	var overrides []string
+	flag.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "grpc-host", "grpc-port":
+			overrides = append(overrides, "listeners.grpc.address="+net.JoinHostPort(*grpcHost, strconv.Itoa(*grpcPort)))
+		case "http-host", "http-port":
+			overrides = append(overrides, "listeners.http.address="+net.JoinHostPort(*httpHost, strconv.Itoa(*httpPort)))
+		}
+	})
+	cfg, err := goms.LoadConfig([]byte(defaults), *configFile, os.Environ(), append(set, overrides...))
+	if err == nil && *single != "" {
+		cfg.Listeners = []goms.Listener{{Name: "gateway", Addr: *single, Mode: goms.ModeGateway}}
 	}
-	if *single != "" {
-		listeners = []goms.Listener{{Name: "gateway", Addr: *single, Mode: goms.ModeGateway}}
+	if err == nil {
+		err = run(cfg)
 	}
-	logger := app.Logger()
-	if err := run(listeners, logger); err != nil {
-		logger.Error("gateway", "err", err)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gateway:", err)
 		os.Exit(1)
 	}
 }
 
-func run(listeners []goms.Listener, logger *slog.Logger) error {
+func run(cfg goms.Config) error {
 	ctx, stop := goms.SignalContext(context.Background())
 	defer stop()
-	// /metrics and the probes on the admin listener, 127.0.0.1:4242, where
-	// the original GoMs exporter served its metrics.
-	cfg := goms.Config{Listeners: listeners, Logger: logger, Admin: goms.Admin{Addr: goms.DefaultAdminAddr}}
 	shutdown, err := app.Configure(ctx, &cfg)
 	if err != nil {
 		return err
@@ -56,8 +86,8 @@ func run(listeners []goms.Listener, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	// The child service calls the goms service over gRPC, the protocol
-	// both setups serve.
+	// The child service calls the goms service in-process, with the gRPC
+	// protocol.
 	if err := app.MountAll(srv, connect.WithGRPC()); err != nil {
 		return err
 	}

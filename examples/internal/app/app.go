@@ -41,7 +41,7 @@ func Logger() *slog.Logger {
 
 // TokenEnv names the environment variable that holds the bearer token the
 // Delete methods of both services require. Unset, nobody can delete.
-const TokenEnv = "GOMS_EXAMPLE_TOKEN"
+const TokenEnv = "EXAMPLE_API_TOKEN"
 
 // Configure adds to cfg what every example runs with: Prometheus metrics
 // (served under /metrics when cfg.Admin.Addr is set), OpenTelemetry
