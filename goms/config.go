@@ -115,7 +115,7 @@ func parseLayer(data []byte, name string, origins map[*yaml.Node]string) (*yaml.
 }
 
 // namedLists are the lists whose entries are addressed by a key of theirs.
-var namedLists = map[string]string{"listeners": "name"}
+var namedLists = map[string]string{"listeners": "name", "remotes": "name"}
 
 // merge copies src into dst: mappings key by key, lists of named entries
 // entry by entry, anything else replaced.

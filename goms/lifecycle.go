@@ -71,6 +71,10 @@ func (s *Server) shutdown() {
 		s.mu.Lock()
 		s.state = stateClosed
 		s.mu.Unlock()
+		// Outgoing connections close last: draining calls may use them.
+		if s.stopRemotes != nil {
+			s.stopRemotes()
+		}
 	}()
 
 	if s.cfg.DrainDelay > 0 {

@@ -64,6 +64,10 @@ type Config struct {
 	// connection. Default DefaultMaxConcurrentStreams (250).
 	MaxConcurrentStreams int `yaml:"max_concurrent_streams"`
 
+	// Remotes say where the services this process calls but does not
+	// mount run; Server.Client reaches them over the network.
+	Remotes []Remote `yaml:"remotes"`
+
 	// Admin configures the admin listener (metrics, probes, pprof). Off
 	// unless Admin.Addr is set.
 	Admin Admin `yaml:"admin"`
@@ -144,6 +148,8 @@ type Server struct {
 	handlerOpts []connect.HandlerOption
 	clientOpts  []connect.ClientOption
 	chains      *chains
+	remotes     map[string]*remote // by service
+	stopRemotes context.CancelFunc
 	auth        *authInterceptor // nil unless Config.Auth is on
 	health      *grpchealth.StaticChecker
 	ready       atomic.Bool
@@ -215,6 +221,22 @@ func New(cfg Config) (*Server, error) {
 		l := newListener(s, lc, nil)
 		l.admin = true
 		s.listeners = append(s.listeners, l)
+	}
+	s.remotes = make(map[string]*remote)
+	names := make(map[string]bool)
+	for _, rc := range cfg.Remotes {
+		r, err := newRemote(s, rc)
+		if err != nil {
+			return nil, err
+		}
+		if names[rc.Name] {
+			return nil, fmt.Errorf("goms: remote %q: name used twice", rc.Name)
+		}
+		if _, dup := s.remotes[rc.Service]; dup {
+			return nil, fmt.Errorf("goms: remote %q: service %s already has a remote", rc.Name, rc.Service)
+		}
+		names[rc.Name] = true
+		s.remotes[rc.Service] = r
 	}
 	for _, name := range cfg.Reflection.Listeners {
 		if s.listener(name) == nil {
@@ -351,6 +373,13 @@ func (s *Server) Listen() error {
 	if err := s.checkInterceptorRules(); err != nil {
 		return err
 	}
+	for _, l := range s.listeners {
+		for _, name := range l.routes.names {
+			if r, ok := s.remotes[name]; ok {
+				return fmt.Errorf("goms: remote %q: service %s is also mounted here; a service is local or remote, not both", r.Name, name)
+			}
+		}
+	}
 	for i, l := range s.listeners {
 		ln, err := net.Listen("tcp", l.Addr)
 		if err != nil {
@@ -405,6 +434,11 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.logger.Info("goms: listening", "listener", l.Name, "addr", l.ln.Addr().String(), "mode", string(l.Mode), "tls", l.tlsConfig != nil)
 	}
 	s.setServing()
+	remotes, stopRemotes := context.WithCancel(context.Background())
+	s.stopRemotes = stopRemotes
+	for _, r := range s.remotes {
+		go r.run(remotes)
+	}
 	s.mu.Unlock()
 
 	var err error
@@ -432,6 +466,9 @@ func (s *Server) Close() error {
 	s.ready.Store(false)
 	s.cancelBase(errShuttingDown)
 	s.cancelClosing()
+	if s.stopRemotes != nil {
+		s.stopRemotes()
+	}
 	var errs []error
 	for _, l := range s.listeners {
 		if prev == stateServing || prev == stateShuttingDown {

@@ -1,0 +1,252 @@
+package goms_test
+
+import (
+	"context"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/reversTeam/go-ms/examples/services/childservice"
+	"github.com/reversTeam/go-ms/examples/services/gomsservice"
+	childv1 "github.com/reversTeam/go-ms/gen/child/v1"
+	"github.com/reversTeam/go-ms/gen/child/v1/childv1connect"
+	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
+	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
+	"github.com/reversTeam/go-ms/goms"
+	"github.com/reversTeam/go-ms/goms/internal/gomstest"
+)
+
+// replicaService answers Get with its own name as the item name, so that
+// callers can tell which replica served them.
+type replicaService struct {
+	gomsv1connect.UnimplementedGoMsServiceHandler
+	name  string
+	calls atomic.Int64
+}
+
+func (r *replicaService) Get(_ context.Context, req *connect.Request[gomsv1.GetRequest]) (*connect.Response[gomsv1.GetResponse], error) {
+	r.calls.Add(1)
+	return connect.NewResponse(&gomsv1.GetResponse{Item: &gomsv1.Item{Id: req.Msg.GetId(), Name: r.name}}), nil
+}
+
+// startReplica serves a replicaService on a grpc-mode listener.
+func startReplica(t *testing.T, name string) (*replicaService, *gomstest.Running) {
+	t.Helper()
+	svc := &replicaService{name: name}
+	run := gomstest.Start(t, goms.Config{Listeners: []goms.Listener{{Name: "grpc", Mode: goms.ModeGRPC}}}, func(srv *goms.Server) error {
+		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(svc, srv.HandlerOptions()...))
+	})
+	return svc, run
+}
+
+// remoteCaller starts a server with no service of its own whose Client
+// reaches GoMsService at targets.
+func remoteCaller(t *testing.T, targets ...string) gomsv1connect.GoMsServiceClient {
+	t.Helper()
+	caller := gomstest.Start(t, goms.Config{
+		Listeners: []goms.Listener{{Name: "gateway"}},
+		Remotes:   []goms.Remote{{Name: "goms", Service: gomsv1connect.GoMsServiceName, Targets: targets}},
+	}, func(*goms.Server) error { return nil })
+	hc, url := caller.Server.Client(gomsv1connect.GoMsServiceName)
+	return gomsv1connect.NewGoMsServiceClient(hc, url, connect.WithGRPC())
+}
+
+func TestRemoteBalancesAndFailsOver(t *testing.T) {
+	t.Parallel()
+	a, runA := startReplica(t, "a")
+	b, runB := startReplica(t, "b")
+	client := remoteCaller(t, runA.Addr("grpc"), runB.Addr("grpc"))
+
+	get := func() (string, error) {
+		res, err := client.Get(t.Context(), connect.NewRequest(&gomsv1.GetRequest{Id: "0123456789abcdef"}))
+		if err != nil {
+			return "", err
+		}
+		return res.Msg.GetItem().GetName(), nil
+	}
+	// Spread: 8 callers in parallel for 200 calls each reach both replicas.
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for range 8 {
+		wg.Go(func() {
+			for range 200 {
+				if _, err := get(); err != nil {
+					if failed.Add(1) == 1 {
+						t.Logf("first failure: %v", err)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if failed.Load() != 0 || a.calls.Load() == 0 || b.calls.Load() == 0 {
+		t.Fatalf("before failover: %d failed, replica a %d calls, b %d; want none failed and both used", failed.Load(), a.calls.Load(), b.calls.Load())
+	}
+	t.Logf("spread: replica a %d calls, b %d", a.calls.Load(), b.calls.Load())
+
+	// Failover: stop replica a abruptly (as SIGKILL would) in the middle of
+	// the load. Calls that never reached it go to b; Get is idempotent
+	// (NO_SIDE_EFFECTS), so even calls cut in flight are sent again.
+	bBefore := b.calls.Load()
+	var sent atomic.Int64
+	stop := make(chan struct{})
+	for range 8 {
+		wg.Go(func() {
+			for i := 0; i < 2000; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				sent.Add(1)
+				if _, err := get(); err != nil {
+					failed.Add(1)
+					t.Logf("call failed during failover: %v", err)
+					return
+				}
+			}
+		})
+	}
+	time.Sleep(50 * time.Millisecond)
+	if err := runA.Server.Close(); err != nil {
+		t.Logf("closing replica a: %v", err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	t.Logf("failover: %d calls sent, %d failed; replica b served %d after a stopped", sent.Load(), failed.Load(), b.calls.Load()-bBefore)
+	if failed.Load() != 0 {
+		t.Errorf("%d calls failed; a call that never reached a server must go to the other replica", failed.Load())
+	}
+	_ = runB
+}
+
+func TestRemoteUnavailableFast(t *testing.T) {
+	t.Parallel()
+	// Two ports nothing listens on.
+	var dead []string
+	for range 2 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dead = append(dead, ln.Addr().String())
+		_ = ln.Close()
+	}
+	client := remoteCaller(t, dead...)
+	for range 3 {
+		start := time.Now()
+		_, err := client.Get(t.Context(), connect.NewRequest(&gomsv1.GetRequest{Id: "0123456789abcdef"}))
+		gomstest.WantError(t, err, connect.CodeUnavailable, gomsv1connect.GoMsServiceName)
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("unavailable after %v; it must come at once, not at the deadline", d)
+		}
+	}
+}
+
+// TestRemoteMatchesInProcess runs the child service's calls to the goms
+// service in-process and across processes' worth of sockets: same results,
+// same codes.
+func TestRemoteMatchesInProcess(t *testing.T) {
+	t.Parallel()
+	// goms alone, reachable over the network.
+	gomsRun := gomstest.Start(t, goms.Config{Listeners: []goms.Listener{{Name: "grpc", Mode: goms.ModeGRPC}}}, func(srv *goms.Server) error {
+		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...))
+	})
+	// child with goms remote.
+	remoteChild := gomstest.Start(t, goms.Config{
+		Listeners: []goms.Listener{{Name: "gateway"}},
+		Remotes:   []goms.Remote{{Name: "goms", Service: gomsv1connect.GoMsServiceName, Targets: []string{gomsRun.Addr("grpc")}}},
+	}, func(srv *goms.Server) error {
+		hc, url := srv.Client(gomsv1connect.GoMsServiceName)
+		parents := gomsv1connect.NewGoMsServiceClient(hc, url, append(srv.ClientOptions(), connect.WithGRPC())...)
+		return srv.Mount(childv1connect.NewChildServiceHandler(childservice.New(parents), srv.HandlerOptions()...))
+	})
+	// child and goms in one process.
+	localChild := gomstest.Start(t, goms.Config{Listeners: []goms.Listener{{Name: "gateway"}}}, func(srv *goms.Server) error {
+		return gomstest.MountExamples(srv, connect.WithGRPC())
+	})
+
+	for _, c := range []struct {
+		name  string
+		child *gomstest.Running
+		goms  string
+	}{
+		{"remote", remoteChild, gomsRun.URL("grpc")},
+		{"in-process", localChild, localChild.URL("gateway")},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			parents := gomsv1connect.NewGoMsServiceClient(gomstest.H2C(t), c.goms, connect.WithGRPC())
+			children := childv1connect.NewChildServiceClient(gomstest.H2C(t), c.child.URL("gateway"))
+			parent, err := parents.Create(t.Context(), connect.NewRequest(&gomsv1.CreateRequest{Name: "parent-" + c.name}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := children.Create(t.Context(), connect.NewRequest(&childv1.CreateRequest{ParentId: parent.Msg.GetItem().GetId(), Name: "child"}))
+			if err != nil {
+				t.Fatalf("child with an existing parent: %v", err)
+			}
+			if res.Msg.GetItem().GetParentId() != parent.Msg.GetItem().GetId() {
+				t.Errorf("parent id %q, want %q", res.Msg.GetItem().GetParentId(), parent.Msg.GetItem().GetId())
+			}
+			_, err = children.Create(t.Context(), connect.NewRequest(&childv1.CreateRequest{ParentId: "0000000000000000", Name: "orphan"}))
+			gomstest.WantError(t, err, connect.CodeFailedPrecondition, `parent item "0000000000000000" does not exist`)
+			// A deadline shorter than any call ends in deadline_exceeded
+			// either way.
+			ctx, cancel := context.WithTimeout(t.Context(), time.Nanosecond)
+			defer cancel()
+			time.Sleep(time.Millisecond)
+			_, err = children.Create(ctx, connect.NewRequest(&childv1.CreateRequest{ParentId: parent.Msg.GetItem().GetId(), Name: "late"}))
+			gomstest.WantError(t, err, connect.CodeDeadlineExceeded)
+		})
+	}
+}
+
+func TestRemoteConfigErrors(t *testing.T) {
+	t.Parallel()
+	base := func(r goms.Remote) goms.Config {
+		return goms.Config{Listeners: []goms.Listener{{Name: "a", Addr: "127.0.0.1:0"}}, Remotes: []goms.Remote{r}}
+	}
+	for _, c := range []struct {
+		name string
+		r    goms.Remote
+		want string
+	}{
+		{"no name", goms.Remote{Service: "goms.v1.GoMsService", Targets: []string{"127.0.0.1:1"}}, "name must not be empty"},
+		{"bad service", goms.Remote{Name: "x", Service: "not a service", Targets: []string{"127.0.0.1:1"}}, "fully-qualified"},
+		{"no targets", goms.Remote{Name: "x", Service: "goms.v1.GoMsService"}, "at least one"},
+		{"bad target", goms.Remote{Name: "x", Service: "goms.v1.GoMsService", Targets: []string{"nohostport"}}, `target "nohostport"`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := goms.New(base(c.r))
+			if err == nil || !contains(err.Error(), c.want) {
+				t.Errorf("New: %v, want an error containing %q", err, c.want)
+			}
+		})
+	}
+	t.Run("local and remote", func(t *testing.T) {
+		t.Parallel()
+		srv, err := goms.New(base(goms.Remote{Name: "goms", Service: gomsv1connect.GoMsServiceName, Targets: []string{"127.0.0.1:1"}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...)); err != nil {
+			t.Fatal(err)
+		}
+		err = srv.Listen()
+		if err == nil {
+			_ = srv.Close()
+		}
+		if err == nil || !contains(err.Error(), "local or remote, not both") {
+			t.Errorf("Listen: %v, want the local-and-remote error", err)
+		}
+	})
+}
+
+func contains(s, part string) bool { return strings.Contains(s, part) }
