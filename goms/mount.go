@@ -3,6 +3,7 @@ package goms
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -18,6 +19,10 @@ import (
 // requests go through the listener's protocol filter, it is listed by
 // server reflection and reported by health checks. Any other path, such as
 // "/metrics", is an exact plain HTTP route that every protocol reaches.
+//
+// When Config.Services is set, a service it does not list is not mounted
+// (Mount returns nil): a program mounts every service it has, and its
+// configuration chooses which ones run in this process.
 //
 // Mount returns an error, which Listen and Serve also return, when the
 // path is malformed or already mounted, or when the server already
@@ -51,6 +56,13 @@ func (s *Server) mountLocked(names []string, path string, handler http.Handler) 
 	service, err := checkPath(path)
 	if err != nil {
 		return fmt.Errorf("goms: mount %q: %w", path, err)
+	}
+	if service != "" {
+		s.offered[service] = true
+		if len(s.cfg.Services) > 0 && !slices.Contains(s.cfg.Services, service) {
+			s.logger.Debug("goms: not running a service the configuration leaves out", "service", service)
+			return nil
+		}
 	}
 	var targets []*listener
 	for _, l := range s.listeners {

@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"os"
 	"slices"
 	"strings"
@@ -60,6 +62,12 @@ type Remote struct {
 	// servers that require mutual TLS.
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
+	// Expose names listeners that serve the remote service as if it were
+	// mounted here, forwarding each call, in the protocol it came in, to
+	// an endpoint, with streaming and trailers intact: an edge. Its
+	// endpoints must accept those protocols (gateway mode does). Empty
+	// means the service is only called through Server.Client.
+	Expose []string `yaml:"expose"`
 }
 
 // remote is a configured Remote at run time: its endpoints, the transport
@@ -378,6 +386,59 @@ func (r *remote) pick(tried []*endpoint) *endpoint {
 	}
 	return a
 }
+
+func (r *remote) exposedOn(listener string) bool { return slices.Contains(r.Expose, listener) }
+
+// exposeRemotes mounts the edge proxy of each remote on the listeners it
+// names. Called with s.mu held.
+func (s *Server) exposeRemotes() error {
+	for _, r := range s.remotes {
+		if len(r.Expose) == 0 {
+			continue
+		}
+		path, proxy := "/"+r.Service+"/", r.proxy()
+		for _, name := range r.Expose {
+			l := s.listener(name)
+			if l == nil {
+				return fmt.Errorf("goms: remote %q: expose: unknown listener %q (have %s)", r.Name, name, s.listenerNames())
+			}
+			if l.routes.has(path) {
+				return fmt.Errorf("goms: remote %q: expose: %s is already mounted on listener %q", r.Name, r.Service, name)
+			}
+			l.routes.add(path, r.Service, proxy)
+		}
+	}
+	return nil
+}
+
+// proxy forwards the calls a listener receives for the remote service to
+// its endpoints. httputil.ReverseProxy keeps the body streaming both ways
+// (responses of unknown length are flushed as they come) and copies the
+// trailers; the balancing, failover and errors are those of
+// Server.Client's remote calls.
+func (r *remote) proxy() http.Handler {
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme = r.scheme
+			pr.Out.URL.Host = r.Service
+			pr.Out.Host = pr.In.Host
+		},
+		Transport: roundTripper(remoteClient{r: r}.Do),
+		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
+			ce := asConnectError(err)
+			if ce == nil {
+				ce = connect.NewError(connect.CodeUnavailable, fmt.Errorf("goms: service %s (remote %q): %w", r.Service, r.Name, err))
+			}
+			writeError(w, req, ce)
+		},
+		ErrorLog: slog.NewLogLogger(r.s.logger.Handler(), slog.LevelDebug),
+	}
+}
+
+// roundTripper adapts a Do function to http.RoundTripper.
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
 
 // remoteClient sends the calls of Server.Client to a remote service.
 type remoteClient struct{ r *remote }

@@ -250,3 +250,44 @@ func TestRemoteConfigErrors(t *testing.T) {
 }
 
 func contains(s, part string) bool { return strings.Contains(s, part) }
+
+// TestServices checks that Config.Services picks which of the services a
+// program mounts run in this process.
+func TestServices(t *testing.T) {
+	t.Parallel()
+	run := gomstest.Start(t, goms.Config{
+		Listeners: []goms.Listener{{Name: "gateway"}},
+		Services:  []string{childv1connect.ChildServiceName},
+		Remotes:   []goms.Remote{{Name: "goms", Service: gomsv1connect.GoMsServiceName, Targets: []string{"127.0.0.1:1"}}},
+	}, func(srv *goms.Server) error { return gomstest.MountExamples(srv, connect.WithGRPC()) })
+	parents := gomsv1connect.NewGoMsServiceClient(gomstest.H2C(t), run.URL("gateway"))
+	_, err := parents.List(t.Context(), connect.NewRequest(&gomsv1.ListRequest{}))
+	gomstest.WantError(t, err, connect.CodeUnimplemented)
+	children := childv1connect.NewChildServiceClient(gomstest.H2C(t), run.URL("gateway"))
+	if _, err := children.List(t.Context(), connect.NewRequest(&childv1.ListRequest{})); err != nil {
+		t.Errorf("the listed service does not run: %v", err)
+	}
+
+	for _, c := range []struct {
+		name     string
+		services []string
+		want     string
+	}{
+		{"unknown", []string{"nope.v1.Nothing"}, "not a service this program mounts"},
+	} {
+		srv, err := goms.New(goms.Config{Listeners: []goms.Listener{{Name: "a", Addr: "127.0.0.1:0"}}, Services: c.services})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...)); err != nil {
+			t.Fatal(err)
+		}
+		err = srv.Listen()
+		if err == nil {
+			_ = srv.Close()
+		}
+		if err == nil || !contains(err.Error(), c.want) {
+			t.Errorf("%s: Listen: %v, want %q", c.name, err, c.want)
+		}
+	}
+}

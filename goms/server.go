@@ -64,8 +64,14 @@ type Config struct {
 	// connection. Default DefaultMaxConcurrentStreams (250).
 	MaxConcurrentStreams int `yaml:"max_concurrent_streams"`
 
+	// Services lists the services this process runs, by fully-qualified
+	// name, of those the program mounts; Mount skips the others. Empty
+	// means every service the program mounts. Naming one the program does
+	// not mount is an error at Listen.
+	Services []string `yaml:"services"`
 	// Remotes say where the services this process calls but does not
-	// mount run; Server.Client reaches them over the network.
+	// mount run; Server.Client reaches them over the network, and
+	// listeners can expose them (Remote.Expose).
 	Remotes []Remote `yaml:"remotes"`
 
 	// Admin configures the admin listener (metrics, probes, pprof). Off
@@ -149,6 +155,7 @@ type Server struct {
 	clientOpts  []connect.ClientOption
 	chains      *chains
 	remotes     map[string]*remote // by service
+	offered     map[string]bool    // services the program mounted or offered to
 	stopRemotes context.CancelFunc
 	auth        *authInterceptor // nil unless Config.Auth is on
 	health      *grpchealth.StaticChecker
@@ -223,6 +230,7 @@ func New(cfg Config) (*Server, error) {
 		s.listeners = append(s.listeners, l)
 	}
 	s.remotes = make(map[string]*remote)
+	s.offered = make(map[string]bool)
 	names := make(map[string]bool)
 	for _, rc := range cfg.Remotes {
 		r, err := newRemote(s, rc)
@@ -365,6 +373,10 @@ func (s *Server) Listen() error {
 		return err
 	}
 	if !s.builtins {
+		// Exposed remotes first, so that reflection lists them.
+		if err := s.exposeRemotes(); err != nil {
+			return err
+		}
 		if err := s.addBuiltins(); err != nil {
 			return err
 		}
@@ -373,9 +385,17 @@ func (s *Server) Listen() error {
 	if err := s.checkInterceptorRules(); err != nil {
 		return err
 	}
+	for _, name := range s.cfg.Services {
+		if r, ok := s.remotes[name]; ok {
+			return fmt.Errorf("goms: services: %s is also remote %q; a service is local or remote, not both", name, r.Name)
+		}
+		if !s.offered[name] {
+			return fmt.Errorf("goms: services: %s is not a service this program mounts", name)
+		}
+	}
 	for _, l := range s.listeners {
 		for _, name := range l.routes.names {
-			if r, ok := s.remotes[name]; ok {
+			if r, ok := s.remotes[name]; ok && !r.exposedOn(l.Name) {
 				return fmt.Errorf("goms: remote %q: service %s is also mounted here; a service is local or remote, not both", r.Name, name)
 			}
 		}

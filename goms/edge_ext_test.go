@@ -1,0 +1,113 @@
+package goms_test
+
+import (
+	"errors"
+	"io"
+	"testing"
+
+	"connectrpc.com/connect"
+
+	"github.com/reversTeam/go-ms/examples/services/gomsservice"
+	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
+	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
+	"github.com/reversTeam/go-ms/goms"
+	"github.com/reversTeam/go-ms/goms/internal/gomstest"
+)
+
+// TestEdge exposes a remote GoMsService on an edge listener and calls it
+// through the edge in every protocol: unary calls, errors with their codes,
+// a server stream and a bidi stream must come through intact.
+func TestEdge(t *testing.T) {
+	t.Parallel()
+	backend := gomstest.Start(t, goms.Config{Listeners: []goms.Listener{{Name: "gateway"}}}, func(srv *goms.Server) error {
+		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...))
+	})
+	edge := gomstest.Start(t, goms.Config{
+		Listeners: []goms.Listener{{Name: "edge"}},
+		Remotes: []goms.Remote{{
+			Name: "goms", Service: gomsv1connect.GoMsServiceName,
+			Targets: []string{backend.Addr("gateway")}, Expose: []string{"edge"},
+		}},
+	}, func(*goms.Server) error { return nil })
+
+	for _, p := range []struct {
+		name   string
+		client func(t *testing.T) gomsv1connect.GoMsServiceClient
+		bidi   bool
+	}{
+		{"grpc", func(t *testing.T) gomsv1connect.GoMsServiceClient {
+			return gomsv1connect.NewGoMsServiceClient(gomstest.H2C(t), edge.URL("edge"), connect.WithGRPC())
+		}, true},
+		{"grpcweb-h1", func(t *testing.T) gomsv1connect.GoMsServiceClient {
+			return gomsv1connect.NewGoMsServiceClient(gomstest.HTTP1(t), edge.URL("edge"), connect.WithGRPCWeb())
+		}, false},
+		{"connect-json-h1", func(t *testing.T) gomsv1connect.GoMsServiceClient {
+			return gomsv1connect.NewGoMsServiceClient(gomstest.HTTP1(t), edge.URL("edge"), connect.WithProtoJSON())
+		}, false},
+		{"connect-h2c", func(t *testing.T) gomsv1connect.GoMsServiceClient {
+			return gomsv1connect.NewGoMsServiceClient(gomstest.H2C(t), edge.URL("edge"))
+		}, true},
+	} {
+		t.Run(p.name, func(t *testing.T) {
+			client := p.client(t)
+			created, err := client.Create(t.Context(), connect.NewRequest(&gomsv1.CreateRequest{Name: "edge-" + p.name}))
+			if err != nil {
+				t.Fatalf("Create through the edge: %v", err)
+			}
+			id := created.Msg.GetItem().GetId()
+			got, err := client.Get(t.Context(), connect.NewRequest(&gomsv1.GetRequest{Id: id}))
+			if err != nil || got.Msg.GetItem().GetName() != "edge-"+p.name {
+				t.Fatalf("Get through the edge: %v, %v", got, err)
+			}
+			_, err = client.Get(t.Context(), connect.NewRequest(&gomsv1.GetRequest{Id: "0000000000000000"}))
+			gomstest.WantError(t, err, connect.CodeNotFound, "0000000000000000")
+
+			stream, err := client.Watch(t.Context(), connect.NewRequest(&gomsv1.WatchRequest{}))
+			if err != nil {
+				t.Fatalf("Watch through the edge: %v", err)
+			}
+			_, item := gomstest.AwaitCreated(t, func() (*gomsv1.WatchResponse, error) {
+				if !stream.Receive() {
+					if err := stream.Err(); err != nil {
+						return nil, err
+					}
+					return nil, io.EOF
+				}
+				return stream.Msg(), nil
+			}, func(name string) (*gomsv1.Item, error) {
+				res, err := client.Create(t.Context(), connect.NewRequest(&gomsv1.CreateRequest{Name: name}))
+				if err != nil {
+					return nil, err
+				}
+				return res.Msg.GetItem(), nil
+			}, "watched-"+p.name)
+			if item == nil {
+				t.Fatal("no Watch event through the edge")
+			}
+			_ = stream.Close()
+
+			if !p.bidi {
+				return
+			}
+			bidi := client.Lookup(t.Context())
+			for _, want := range []string{id, "0000000000000000"} {
+				if err := bidi.Send(&gomsv1.LookupRequest{Id: want}); err != nil {
+					t.Fatal(err)
+				}
+				res, err := bidi.Receive()
+				if err != nil {
+					t.Fatalf("Lookup through the edge: %v", err)
+				}
+				if res.GetId() != want || (want == id) != (res.GetItem() != nil) {
+					t.Errorf("Lookup(%s) = %v", want, res)
+				}
+			}
+			if err := bidi.CloseRequest(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := bidi.Receive(); !errors.Is(err, io.EOF) {
+				t.Errorf("end of Lookup: %v, want EOF", err)
+			}
+		})
+	}
+}
