@@ -273,6 +273,7 @@ func (s *Server) initInterceptors() error {
 	s.chains = chains
 	s.handlerOpts = []connect.HandlerOption{
 		connect.WithReadMaxBytes(s.cfg.MaxMessageBytes),
+		boundedGzip(s.cfg.MaxMessageBytes),
 		connect.WithInterceptors(drainInterceptor{}, dispatchInterceptor{s: s}),
 	}
 	if len(clientInterceptors) > 0 {
@@ -298,6 +299,14 @@ func (s *Server) checkInterceptorRules() error {
 			services[name] = true
 		}
 		for p := range l.routes.procedures {
+			procedures[p] = true
+		}
+	}
+	// Services the program mounts but the configuration runs elsewhere
+	// may still be named: one configuration serves every topology.
+	for name := range s.offered {
+		services[name] = true
+		for _, p := range serviceProcedures(name) {
 			procedures[p] = true
 		}
 	}

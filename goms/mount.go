@@ -20,9 +20,10 @@ import (
 // server reflection and reported by health checks. Any other path, such as
 // "/metrics", is an exact plain HTTP route that every protocol reaches.
 //
-// When Config.Services is set, a service it does not list is not mounted
-// (Mount returns nil): a program mounts every service it has, and its
-// configuration chooses which ones run in this process.
+// A service that Config.Services does not list (when set), or that
+// Config.Remotes says runs elsewhere, is not mounted and Mount returns nil:
+// a program mounts every service it has, and its configuration chooses
+// which ones run in this process.
 //
 // Mount returns an error, which Listen and Serve also return, when the
 // path is malformed or already mounted, or when the server already
@@ -59,8 +60,8 @@ func (s *Server) mountLocked(names []string, path string, handler http.Handler) 
 	}
 	if service != "" {
 		s.offered[service] = true
-		if len(s.cfg.Services) > 0 && !slices.Contains(s.cfg.Services, service) {
-			s.logger.Debug("goms: not running a service the configuration leaves out", "service", service)
+		if len(s.cfg.Services) > 0 && !slices.Contains(s.cfg.Services, service) || s.remotes[service] != nil {
+			s.logger.Debug("goms: not running a service the configuration leaves out or says is remote", "service", service)
 			return nil
 		}
 	}
@@ -142,16 +143,30 @@ func (r *routes) add(path, service string, h http.Handler) {
 		return
 	}
 	r.names = append(r.names, service)
-	desc, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(service))
-	sd, ok := desc.(protoreflect.ServiceDescriptor)
-	if err != nil || !ok {
+	procedures := serviceProcedures(service)
+	if procedures == nil {
 		r.services[path] = h
 		return
 	}
-	methods := sd.Methods()
-	for i := range methods.Len() {
-		r.procedures[path+string(methods.Get(i).Name())] = h
+	for _, p := range procedures {
+		r.procedures[p] = h
 	}
+}
+
+// serviceProcedures returns the paths of a service's methods
+// ("/pkg.Service/Method"), or nil when its descriptor is not registered.
+func serviceProcedures(service string) []string {
+	desc, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(service))
+	sd, ok := desc.(protoreflect.ServiceDescriptor)
+	if err != nil || !ok {
+		return nil
+	}
+	methods := sd.Methods()
+	out := make([]string, methods.Len())
+	for i := range methods.Len() {
+		out[i] = "/" + service + "/" + string(methods.Get(i).Name())
+	}
+	return out
 }
 
 // rpc returns the handler of an RPC path, or nil.

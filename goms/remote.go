@@ -103,7 +103,7 @@ type endpoint struct {
 
 const (
 	minBackoff  = 250 * time.Millisecond
-	maxBackoff  = 30 * time.Second
+	maxBackoff  = 5 * time.Second
 	dialTimeout = 5 * time.Second
 )
 
