@@ -232,7 +232,9 @@ func TestRemoteConfigErrors(t *testing.T) {
 	}
 	t.Run("local and remote", func(t *testing.T) {
 		t.Parallel()
-		srv, err := goms.New(base(goms.Remote{Name: "goms", Service: gomsv1connect.GoMsServiceName, Targets: []string{"127.0.0.1:1"}}))
+		cfg := base(goms.Remote{Name: "goms", Service: gomsv1connect.GoMsServiceName, Targets: []string{"127.0.0.1:1"}})
+		cfg.Services = []string{gomsv1connect.GoMsServiceName}
+		srv, err := goms.New(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
