@@ -203,6 +203,9 @@ func (d dispatchInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc
 				chain = ic.WrapUnary(chain)
 			}
 		})
+		if len(d.s.cfg.Propagate) > 0 {
+			ctx = context.WithValue(ctx, inboundHeaderKey{}, req.Header())
+		}
 		return chain(ctx, req)
 	}
 }
@@ -221,6 +224,9 @@ func (d dispatchInterceptor) WrapStreamingHandler(next connect.StreamingHandlerF
 				chain = ic.WrapStreamingHandler(chain)
 			}
 		})
+		if len(d.s.cfg.Propagate) > 0 {
+			ctx = context.WithValue(ctx, inboundHeaderKey{}, conn.RequestHeader())
+		}
 		return chain(ctx, conn)
 	}
 }
@@ -276,15 +282,18 @@ func (s *Server) initInterceptors() error {
 		boundedGzip(s.cfg.MaxMessageBytes),
 		connect.WithInterceptors(drainInterceptor{}, dispatchInterceptor{s: s}),
 	}
-	if len(clientInterceptors) > 0 {
-		s.clientOpts = append(s.clientOpts, connect.WithInterceptors(clientInterceptors...))
-	}
+	// Propagation runs innermost on the client side, after tracing and
+	// metrics have seen the call.
+	clientInterceptors = append(clientInterceptors, propagateInterceptor{headers: s.cfg.Propagate})
+	s.clientOpts = append(s.clientOpts, connect.WithInterceptors(clientInterceptors...))
 	return nil
 }
 
 // ClientOptions returns the connect client options for clients of other
-// services: the client side of the plugins (metrics, tracing). Pass them
-// to generated client constructors with the pair Client returns.
+// services: the client side of the plugins (metrics, tracing) and header
+// propagation (the request id of the call being served, and the headers
+// of Config.Propagate). Pass them to generated client constructors with
+// the pair Client returns.
 func (s *Server) ClientOptions() []connect.ClientOption {
 	return slices.Clip(s.clientOpts)
 }

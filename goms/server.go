@@ -69,6 +69,11 @@ type Config struct {
 	// means every service the program mounts. Naming one the program does
 	// not mount is an error at Listen.
 	Services []string `yaml:"services"`
+	// Propagate names request headers (such as Authorization) that a
+	// handler's calls to other services, through clients built with
+	// ClientOptions, copy from the call it serves. The request id always
+	// is; W3C trace context is the tracing plugin's.
+	Propagate []string `yaml:"propagate"`
 	// Remotes say where the services this process calls but does not
 	// mount run; Server.Client reaches them over the network, and
 	// listeners can expose them (Remote.Expose).
