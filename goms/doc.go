@@ -23,6 +23,10 @@
 //	defer stop()
 //	return srv.Serve(ctx)
 //
+// An http or gateway listener can also let web pages of other origins call
+// it ([Listener].CORS) and serve the REST routes that google.api.http
+// annotations give the mounted methods ([Listener].REST).
+//
 // A request that uses a protocol its listener does not accept, or that
 // names a procedure nobody mounted, gets an error in the caller's own
 // protocol (a grpc-status for gRPC and gRPC-Web, a Connect JSON error with

@@ -19,7 +19,8 @@ const (
 )
 
 // addBuiltins mounts health checking, the probes and reflection on every
-// listener. Called with s.mu held, once all user mounts are known.
+// listener, and builds the REST routes of those that serve REST. Called
+// with s.mu held, once all user mounts are known.
 func (s *Server) addBuiltins() error {
 	healthPath, healthHandler := grpchealth.NewHandler(s.health, s.handlerOpts...)
 	probes := map[string]http.Handler{
@@ -44,7 +45,10 @@ func (s *Server) addBuiltins() error {
 			l.routes.add(path, "", h)
 		}
 	}
-	return s.addReflection()
+	if err := s.addReflection(); err != nil {
+		return err
+	}
+	return s.addREST()
 }
 
 func liveness(w http.ResponseWriter, r *http.Request) {

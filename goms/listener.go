@@ -97,6 +97,20 @@ type Listener struct {
 	// must hold at least one certificate (or GetCertificate); goms clones
 	// it and sets NextProtos.
 	TLSConfig *tls.Config `yaml:"-"`
+	// CORS lets pages of the listed origins call the listener from a
+	// browser. Off by default; not for grpc-mode listeners, which no
+	// browser can call.
+	CORS CORS `yaml:"cors"`
+	// REST serves, next to the RPC procedures, the REST routes that
+	// google.api.http annotations give the methods of the mounted
+	// services ("GET /goms/{id}" calls goms.v1.GoMsService/Get), through
+	// connectrpc.com/vanguard and the same handlers and interceptors.
+	// Errors have the HTTP status of their code and a JSON
+	// google.rpc.Status body. Plain routes and RPC procedures come
+	// first, and gRPC and gRPC-Web requests never reach REST routes.
+	// Listen fails when no service mounted on the listener has such
+	// annotations. Off by default; not for grpc-mode listeners.
+	REST bool `yaml:"rest"`
 }
 
 // check validates the listener and returns it with its defaults applied,
@@ -129,6 +143,14 @@ func (l Listener) check() (Listener, *tls.Config, error) {
 	if l.MaxInFlight < 0 {
 		return l, nil, fmt.Errorf("goms: listener %q: max_in_flight: %d is negative", l.Name, l.MaxInFlight)
 	}
+	if l.Mode == ModeGRPC && (l.REST || len(l.CORS.AllowedOrigins) > 0) {
+		return l, nil, fmt.Errorf("goms: listener %q: rest and cors need mode %q or %q: mode %q serves gRPC only", l.Name, ModeHTTP, ModeGateway, l.Mode)
+	}
+	cors, err := l.CORS.check()
+	if err != nil {
+		return l, nil, fmt.Errorf("goms: listener %q: %w", l.Name, err)
+	}
+	l.CORS = cors
 	if err := checkAddr(l.Addr); err != nil {
 		return l, nil, fmt.Errorf("goms: listener %q: address %q: %w", l.Name, l.Addr, err)
 	}
@@ -214,6 +236,12 @@ type listener struct {
 	// inFlight counts the calls MaxInFlight limits.
 	inFlight   atomic.Int64
 	overloaded *connect.Error
+	// cors answers preflights and adds CORS headers before route runs;
+	// nil unless CORS allows an origin.
+	cors http.Handler
+	// rest serves the REST routes of the mounted services; nil unless
+	// REST is set.
+	rest http.Handler
 }
 
 func newListener(s *Server, cfg Listener, tlsConfig *tls.Config) *listener {
@@ -223,6 +251,7 @@ func newListener(s *Server, cfg Listener, tlsConfig *tls.Config) *listener {
 	for p := range l.rejections {
 		l.rejections[p] = rejection(cfg.Name, cfg.Mode, protocol(p))
 	}
+	l.cors = cfg.CORS.handler(cfg.REST, http.HandlerFunc(l.route))
 	l.http = l.newHTTPServer(s, tlsConfig)
 	if cfg.Engine == EngineGRPC {
 		l.grpc = newGRPCEngine(s, l)
@@ -293,9 +322,20 @@ func (l *listener) close() {
 	_ = l.http.Close()
 }
 
-// ServeHTTP routes one request: plain paths first, then the protocol
-// filter of the listener's mode, then the mounted procedures.
+// ServeHTTP routes one request: CORS first, when configured, so that
+// preflights never meet the protocol filter; then route.
 func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if l.cors != nil {
+		l.cors.ServeHTTP(w, r)
+		return
+	}
+	l.route(w, r)
+}
+
+// route routes one request: plain paths first, then the protocol filter
+// of the listener's mode, then the mounted procedures and, when REST is
+// on, the REST routes for requests that are neither gRPC nor gRPC-Web.
+func (l *listener) route(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.Path
 	if h, ok := l.routes.plain[path]; ok {
 		h.ServeHTTP(w, r)
@@ -314,6 +354,12 @@ func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h := l.routes.rpc(path)
+	if h == nil && l.rest != nil && p != protocolGRPC && p != protocolGRPCWeb {
+		// REST requests look like Connect (GET, application/json POST)
+		// or like nothing (PATCH, DELETE); the transcoder answers the
+		// paths it does not know as below.
+		h = l.rest
+	}
 	if h == nil {
 		writeError(notFoundWriter{w}, r, unknownProcedure(l.Name, path))
 		return

@@ -1,7 +1,8 @@
 // Command gateway runs the goms and child example services on two
 // listeners, as the original GoMs gateway example ran a gRPC server and an
-// HTTP gateway: gRPC on -grpc-host:-grpc-port, Connect and gRPC-Web on
-// -http-host:-http-port, and metrics on the admin listener. With -single
+// HTTP gateway: gRPC on -grpc-host:-grpc-port, Connect, gRPC-Web and the
+// gateway's REST routes (GET /goms, …) on -http-host:-http-port, and
+// metrics on the admin listener. With -single
 // ADDR it runs one gateway-mode listener that serves all three protocols
 // instead.
 //
@@ -29,7 +30,7 @@ import (
 const defaults = `
 listeners:
   - {name: grpc, address: "127.0.0.1:42001", mode: grpc}
-  - {name: http, address: "127.0.0.1:8080", mode: http}
+  - {name: http, address: "127.0.0.1:8080", mode: http, rest: true}
 admin:
   address: "127.0.0.1:4242"
 `
@@ -63,7 +64,7 @@ func main() {
 	})
 	cfg, err := goms.LoadConfig([]byte(defaults), *configFile, os.Environ(), append(set, overrides...))
 	if err == nil && *single != "" {
-		cfg.Listeners = []goms.Listener{{Name: "gateway", Addr: *single, Mode: goms.ModeGateway}}
+		cfg.Listeners = []goms.Listener{{Name: "gateway", Addr: *single, Mode: goms.ModeGateway, REST: true}}
 	}
 	if err == nil {
 		err = run(cfg)

@@ -1,6 +1,7 @@
 // Command http runs the goms and child example services on one HTTP
-// listener that serves Connect (JSON and binary) and gRPC-Web, the
-// protocols of browsers and curl, as the original GoMs http example did.
+// listener that serves Connect (JSON and binary), gRPC-Web and the REST
+// routes (GET /goms, …), what browsers and curl use, as the original GoMs
+// http example did.
 package main
 
 import (
@@ -22,7 +23,7 @@ func main() {
 	ctx, stop := goms.SignalContext(context.Background())
 	defer stop()
 	cfg := goms.Config{
-		Listeners: []goms.Listener{{Name: "http", Addr: net.JoinHostPort(*host, strconv.Itoa(*port)), Mode: goms.ModeHTTP}},
+		Listeners: []goms.Listener{{Name: "http", Addr: net.JoinHostPort(*host, strconv.Itoa(*port)), Mode: goms.ModeHTTP, REST: true}},
 		Logger:    logger,
 	}
 	shutdown, err := app.Configure(ctx, &cfg)

@@ -26,11 +26,19 @@ import (
 // side of srv's plugins (srv.ClientOptions) and the given client options
 // (connect.WithGRPC() for a gRPC listener).
 func MountAll(srv *goms.Server, clientOpts ...connect.ClientOption) error {
+	return MountOn(srv, nil, clientOpts...)
+}
+
+// MountOn is MountAll restricted to the named listeners; no names means
+// every listener.
+func MountOn(srv *goms.Server, listeners []string, clientOpts ...connect.ClientOption) error {
 	httpClient, baseURL := srv.Client(gomsv1connect.GoMsServiceName)
 	parents := gomsv1connect.NewGoMsServiceClient(httpClient, baseURL, append(srv.ClientOptions(), clientOpts...)...)
+	gomsPath, gomsHandler := gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...)
+	childPath, childHandler := childv1connect.NewChildServiceHandler(childservice.New(parents), srv.HandlerOptions()...)
 	return errors.Join(
-		srv.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...)),
-		srv.Mount(childv1connect.NewChildServiceHandler(childservice.New(parents), srv.HandlerOptions()...)),
+		srv.MountOn(listeners, gomsPath, gomsHandler),
+		srv.MountOn(listeners, childPath, childHandler),
 	)
 }
 

@@ -11,6 +11,7 @@ package childv1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -610,7 +611,7 @@ var File_child_v1_child_proto protoreflect.FileDescriptor
 
 const file_child_v1_child_proto_rawDesc = "" +
 	"\n" +
-	"\x14child/v1/child.proto\x12\bchild.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc1\x01\n" +
+	"\x14child/v1/child.proto\x12\bchild.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc1\x01\n" +
 	"\x04Item\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tparent_id\x18\x02 \x01(\tR\bparentId\x12\x12\n" +
@@ -647,13 +648,13 @@ const file_child_v1_child_proto_rawDesc = "" +
 	"\x04item\x18\x01 \x01(\v2\x0e.child.v1.ItemR\x04item\"6\n" +
 	"\rDeleteRequest\x12%\n" +
 	"\x02id\x18\x01 \x01(\tB\x15\xbaH\x12r\x102\x0e^[0-9a-f]{16}$R\x02id\"\x10\n" +
-	"\x0eDeleteResponse2\xba\x02\n" +
-	"\fChildService\x12;\n" +
-	"\x06Create\x12\x17.child.v1.CreateRequest\x1a\x18.child.v1.CreateResponse\x127\n" +
-	"\x03Get\x12\x14.child.v1.GetRequest\x1a\x15.child.v1.GetResponse\"\x03\x90\x02\x01\x12:\n" +
-	"\x04List\x12\x15.child.v1.ListRequest\x1a\x16.child.v1.ListResponse\"\x03\x90\x02\x01\x12;\n" +
-	"\x06Update\x12\x17.child.v1.UpdateRequest\x1a\x18.child.v1.UpdateResponse\x12;\n" +
-	"\x06Delete\x12\x17.child.v1.DeleteRequest\x1a\x18.child.v1.DeleteResponseB\x8d\x01\n" +
+	"\x0eDeleteResponse2\x9b\x03\n" +
+	"\fChildService\x12N\n" +
+	"\x06Create\x12\x17.child.v1.CreateRequest\x1a\x18.child.v1.CreateResponse\"\x11\x82\xd3\xe4\x93\x02\v:\x01*\"\x06/child\x12J\n" +
+	"\x03Get\x12\x14.child.v1.GetRequest\x1a\x15.child.v1.GetResponse\"\x16\x82\xd3\xe4\x93\x02\r\x12\v/child/{id}\x90\x02\x01\x12H\n" +
+	"\x04List\x12\x15.child.v1.ListRequest\x1a\x16.child.v1.ListResponse\"\x11\x82\xd3\xe4\x93\x02\b\x12\x06/child\x90\x02\x01\x12S\n" +
+	"\x06Update\x12\x17.child.v1.UpdateRequest\x1a\x18.child.v1.UpdateResponse\"\x16\x82\xd3\xe4\x93\x02\x10:\x01*2\v/child/{id}\x12P\n" +
+	"\x06Delete\x12\x17.child.v1.DeleteRequest\x1a\x18.child.v1.DeleteResponse\"\x13\x82\xd3\xe4\x93\x02\r*\v/child/{id}B\x8d\x01\n" +
 	"\fcom.child.v1B\n" +
 	"ChildProtoP\x01Z0github.com/reversTeam/go-ms/gen/child/v1;childv1\xa2\x02\x03CXX\xaa\x02\bChild.V1\xca\x02\bChild\\V1\xe2\x02\x14Child\\V1\\GPBMetadata\xea\x02\tChild::V1b\x06proto3"
 

@@ -11,6 +11,7 @@ package gomsv1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -924,7 +925,7 @@ var File_goms_v1_goms_proto protoreflect.FileDescriptor
 
 const file_goms_v1_goms_proto_rawDesc = "" +
 	"\n" +
-	"\x12goms/v1/goms.proto\x12\agoms.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa4\x01\n" +
+	"\x12goms/v1/goms.proto\x12\agoms.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa4\x01\n" +
 	"\x04Item\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12;\n" +
@@ -978,13 +979,17 @@ const file_goms_v1_goms_proto_rawDesc = "" +
 	"\x17CHANGE_TYPE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13CHANGE_TYPE_CREATED\x10\x01\x12\x17\n" +
 	"\x13CHANGE_TYPE_UPDATED\x10\x02\x12\x17\n" +
-	"\x13CHANGE_TYPE_DELETED\x10\x032\xf1\x03\n" +
-	"\vGoMsService\x129\n" +
-	"\x06Create\x12\x16.goms.v1.CreateRequest\x1a\x17.goms.v1.CreateResponse\x125\n" +
-	"\x03Get\x12\x13.goms.v1.GetRequest\x1a\x14.goms.v1.GetResponse\"\x03\x90\x02\x01\x128\n" +
-	"\x04List\x12\x14.goms.v1.ListRequest\x1a\x15.goms.v1.ListResponse\"\x03\x90\x02\x01\x129\n" +
-	"\x06Update\x12\x16.goms.v1.UpdateRequest\x1a\x17.goms.v1.UpdateResponse\x129\n" +
-	"\x06Delete\x12\x16.goms.v1.DeleteRequest\x1a\x17.goms.v1.DeleteResponse\x128\n" +
+	"\x13CHANGE_TYPE_DELETED\x10\x032\xcd\x04\n" +
+	"\vGoMsService\x12K\n" +
+	"\x06Create\x12\x16.goms.v1.CreateRequest\x1a\x17.goms.v1.CreateResponse\"\x10\x82\xd3\xe4\x93\x02\n" +
+	":\x01*\"\x05/goms\x12G\n" +
+	"\x03Get\x12\x13.goms.v1.GetRequest\x1a\x14.goms.v1.GetResponse\"\x15\x82\xd3\xe4\x93\x02\f\x12\n" +
+	"/goms/{id}\x90\x02\x01\x12E\n" +
+	"\x04List\x12\x14.goms.v1.ListRequest\x1a\x15.goms.v1.ListResponse\"\x10\x82\xd3\xe4\x93\x02\a\x12\x05/goms\x90\x02\x01\x12P\n" +
+	"\x06Update\x12\x16.goms.v1.UpdateRequest\x1a\x17.goms.v1.UpdateResponse\"\x15\x82\xd3\xe4\x93\x02\x0f:\x01*2\n" +
+	"/goms/{id}\x12M\n" +
+	"\x06Delete\x12\x16.goms.v1.DeleteRequest\x1a\x17.goms.v1.DeleteResponse\"\x12\x82\xd3\xe4\x93\x02\f*\n" +
+	"/goms/{id}\x128\n" +
 	"\x05Watch\x12\x15.goms.v1.WatchRequest\x1a\x16.goms.v1.WatchResponse0\x01\x12G\n" +
 	"\n" +
 	"CreateMany\x12\x1a.goms.v1.CreateManyRequest\x1a\x1b.goms.v1.CreateManyResponse(\x01\x12=\n" +
