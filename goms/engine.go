@@ -88,14 +88,20 @@ func route(c net.Conn, timeout time.Duration) (grpc bool, seen []byte, err error
 	return false, rec.buf, nil
 }
 
+// isGRPCContentType reports whether a connection's first request is one
+// grpc-go serves: a POST whose Content-Type is application/grpc, alone or
+// followed by "+" or ";", spelled in lower case as grpc-go requires (it
+// refuses other spellings). Any other request goes to net/http, whose
+// handlers read Content-Type as classify does, so that both engines
+// answer it alike.
 func isGRPCContentType(method string, h *http2.MetaHeadersFrame) bool {
 	if method != "POST" {
 		return false
 	}
 	for _, f := range h.RegularFields() {
 		if f.Name == "content-type" {
-			sub, ok := strings.CutPrefix(strings.ToLower(f.Value), "application/")
-			return ok && hasTypePrefix(sub, "grpc") && !hasTypePrefix(sub, "grpc-web")
+			rest, ok := strings.CutPrefix(f.Value, "application/grpc")
+			return ok && (rest == "" || rest[0] == '+' || rest[0] == ';')
 		}
 	}
 	return false

@@ -36,14 +36,21 @@ import (
 // between a grpc.Server, whose streams are bridged into the listener's
 // handler, and a net/http server for everything else.
 type grpcEngine struct {
-	l      *listener
-	s      *Server
-	grpc   *grpc.Server
-	http   *http.Server
-	grpcLn *chanListener
-	httpLn *chanListener
+	l    *listener
+	s    *Server
+	http *http.Server
 	// tlsConfig is the listener's, with ALPN offering h2 and http/1.1.
 	tlsConfig *tls.Config
+
+	// mu guards the fields serve sets, which shutdown and close read.
+	mu sync.Mutex
+	// grpc is made by serve, not by newGRPCEngine: its stream workers run
+	// from grpc.NewServer until it stops, and a server that New made but
+	// that never served, or whose New failed, must not leave them behind.
+	grpc   *grpc.Server
+	grpcLn *chanListener
+	httpLn *chanListener
+	ended  bool // shutdown or close was called
 
 	stopOnce sync.Once
 	stopped  chan struct{} // closed when GracefulStop returns
@@ -51,7 +58,26 @@ type grpcEngine struct {
 
 func newGRPCEngine(s *Server, l *listener) *grpcEngine {
 	e := &grpcEngine{l: l, s: s, stopped: make(chan struct{})}
-	e.grpc = grpc.NewServer(
+	// The net/http side only ever answers callers in other protocols, so it
+	// takes cleartext HTTP/2 even behind TLS: the router has already
+	// decrypted the connection.
+	e.http = l.newHTTPServer(s, nil)
+	if l.tlsConfig != nil {
+		// ALPN must offer h2, or TLS clients fall back to HTTP/1.1 and
+		// never reach grpc-go.
+		e.tlsConfig = l.tlsConfig.Clone()
+		if len(e.tlsConfig.NextProtos) == 0 {
+			e.tlsConfig.NextProtos = []string{"h2", "http/1.1"}
+		}
+	}
+	return e
+}
+
+// newGRPCServer returns the grpc.Server of the engine, its stream workers
+// running.
+func (e *grpcEngine) newGRPCServer() *grpc.Server {
+	s := e.s
+	return grpc.NewServer(
 		grpc.Creds(bridgeCredentials{}),
 		grpc.ForceServerCodecV2(rawCodec{}),
 		grpc.UnknownServiceHandler(e.handleStream),
@@ -69,19 +95,6 @@ func newGRPCEngine(s *Server, l *listener) *grpcEngine {
 		// spends a fifth of the CPU growing its stack.
 		grpc.NumStreamWorkers(streamWorkers()),
 	)
-	// The net/http side only ever answers callers in other protocols, so it
-	// takes cleartext HTTP/2 even behind TLS: the router has already
-	// decrypted the connection.
-	e.http = l.newHTTPServer(s, nil)
-	if l.tlsConfig != nil {
-		// ALPN must offer h2, or TLS clients fall back to HTTP/1.1 and
-		// never reach grpc-go.
-		e.tlsConfig = l.tlsConfig.Clone()
-		if len(e.tlsConfig.NextProtos) == 0 {
-			e.tlsConfig.NextProtos = []string{"h2", "http/1.1"}
-		}
-	}
-	return e
 }
 
 // streamWorkers is the number of goroutines that run gRPC calls; calls
@@ -90,18 +103,27 @@ func streamWorkers() uint32 {
 	return uint32(16 * runtime.GOMAXPROCS(0))
 }
 
-// serve routes the connections of ln until it is closed.
+// serve routes the connections of ln until it is closed, and then
+// returns http.ErrServerClosed, as net/http's Serve does.
 func (e *grpcEngine) serve(ln net.Listener) error {
+	e.mu.Lock()
+	if e.ended {
+		e.mu.Unlock()
+		return http.ErrServerClosed
+	}
+	e.grpc = e.newGRPCServer()
 	e.grpcLn = newChanListener(ln.Addr())
 	e.httpLn = newChanListener(ln.Addr())
+	grpcServer, grpcLn, httpLn := e.grpc, e.grpcLn, e.httpLn
+	e.mu.Unlock()
 	errc := make(chan error, 2)
-	go func() { errc <- e.grpc.Serve(e.grpcLn) }()
-	go func() { errc <- e.http.Serve(e.httpLn) }()
+	go func() { errc <- grpcServer.Serve(grpcLn) }()
+	go func() { errc <- e.http.Serve(httpLn) }()
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
-				return nil
+				return http.ErrServerClosed
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
@@ -143,12 +165,24 @@ func (e *grpcEngine) dispatch(c net.Conn) {
 	}
 }
 
+// end marks the engine ended, so that serve no longer starts, and returns
+// what serve started, if anything.
+func (e *grpcEngine) end() (*grpc.Server, *chanListener, *chanListener) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.ended = true
+	return e.grpc, e.grpcLn, e.httpLn
+}
+
 // shutdown starts a graceful stop of both servers and reports whether they
 // finished before ctx ended.
 func (e *grpcEngine) shutdown(ctx context.Context) bool {
+	grpcServer, _, _ := e.end()
 	e.stopOnce.Do(func() {
 		go func() {
-			e.grpc.GracefulStop()
+			if grpcServer != nil {
+				grpcServer.GracefulStop()
+			}
 			close(e.stopped)
 		}()
 	})
@@ -162,11 +196,14 @@ func (e *grpcEngine) shutdown(ctx context.Context) bool {
 }
 
 func (e *grpcEngine) close() {
-	e.grpc.Stop()
+	grpcServer, grpcLn, httpLn := e.end()
+	if grpcServer != nil {
+		grpcServer.Stop()
+	}
 	_ = e.http.Close()
-	if e.grpcLn != nil {
-		_ = e.grpcLn.Close()
-		_ = e.httpLn.Close()
+	if grpcLn != nil {
+		_ = grpcLn.Close()
+		_ = httpLn.Close()
 	}
 }
 

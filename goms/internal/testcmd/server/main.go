@@ -1,0 +1,101 @@
+// Command server is the goms server that the fault and load tests of
+// package goms run as a separate process, so that they can signal it and
+// measure its memory: the example services on four loopback listeners
+// (gRPC on each engine, Connect and gRPC-Web, and an admin listener with
+// pprof), every port chosen by the system.
+//
+// Once it listens, it prints the listeners' addresses as one JSON object on
+// standard output, {"grpc": "127.0.0.1:…", "grpc-nethttp": …, "http": …,
+// "admin": …}, and it stops gracefully on SIGTERM or SIGINT, exiting 0
+// when the shutdown went through. With -access-log it writes one JSON
+// record per call on standard error.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/reversTeam/go-ms/examples/services/gomsservice"
+	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
+	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
+	"github.com/reversTeam/go-ms/goms"
+)
+
+func main() {
+	var cfg goms.Config
+	flag.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", time.Second, "grace period of calls in flight when the server stops")
+	flag.DurationVar(&cfg.ReadHeaderTimeout, "read-header-timeout", 0, "goms.Config.ReadHeaderTimeout (0: goms's default)")
+	flag.DurationVar(&cfg.IdleTimeout, "idle-timeout", 0, "goms.Config.IdleTimeout (0: goms's default)")
+	createDelay := flag.Duration("create-delay", 0, "how long each Create call takes, so that calls are in flight when the server stops")
+	accessLog := flag.Bool("access-log", false, "write one JSON record per call on standard error")
+	flag.Parse()
+
+	level := slog.LevelDebug
+	if *accessLog {
+		level = slog.LevelInfo
+	}
+	cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	cfg.Log.AccessLevel = &level
+	cfg.Listeners = []goms.Listener{
+		{Name: "grpc", Addr: "127.0.0.1:0", Mode: goms.ModeGRPC, Engine: goms.EngineGRPC},
+		{Name: "grpc-nethttp", Addr: "127.0.0.1:0", Mode: goms.ModeGRPC, Engine: goms.EngineNetHTTP},
+		{Name: "http", Addr: "127.0.0.1:0", Mode: goms.ModeHTTP},
+	}
+	cfg.Admin = goms.Admin{Addr: "127.0.0.1:0", Pprof: true}
+	if err := run(cfg, *createDelay); err != nil {
+		cfg.Logger.Error("server", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(cfg goms.Config, createDelay time.Duration) error {
+	ctx, stop := goms.SignalContext(context.Background())
+	defer stop()
+	srv, err := goms.New(cfg)
+	if err != nil {
+		return err
+	}
+	svc := &delayedService{Service: gomsservice.New(), delay: createDelay}
+	if err := srv.Mount(gomsv1connect.NewGoMsServiceHandler(svc, srv.HandlerOptions()...)); err != nil {
+		return err
+	}
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+	addrs := make(map[string]string)
+	for _, name := range []string{"grpc", "grpc-nethttp", "http", goms.AdminListenerName} {
+		addrs[name] = srv.Addr(name).String()
+	}
+	if err := json.NewEncoder(os.Stdout).Encode(addrs); err != nil {
+		_ = srv.Close()
+		return fmt.Errorf("writing the addresses: %w", err)
+	}
+	return srv.Serve(ctx)
+}
+
+// delayedService is the example service whose Create takes delay, or
+// less when its caller gives up or the server cuts it.
+type delayedService struct {
+	*gomsservice.Service
+	delay time.Duration
+}
+
+func (s *delayedService) Create(ctx context.Context, req *connect.Request[gomsv1.CreateRequest]) (*connect.Response[gomsv1.CreateResponse], error) {
+	if s.delay > 0 {
+		t := time.NewTimer(s.delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return s.Service.Create(ctx, req)
+}
