@@ -14,6 +14,11 @@ CONFORMANCE_MODULE := connectrpc.com/conformance
 CONFORMANCE_VERSION := v1.0.6
 # Runner flags; e.g. `make conformance CONFORMANCE_FLAGS='--parallel 8 -v'`.
 CONFORMANCE_FLAGS ?= --parallel 2
+# The example page: TypeScript, bundled by esbuild; its npm packages
+# (protoc-gen-es, esbuild, playwright-core …) are pinned by its
+# package-lock.json and installed by `npm ci`.
+WEB := examples/web
+WEB_DEPS := $(WEB)/node_modules/.package-lock.json
 
 .PHONY: help
 help: ## List the targets
@@ -23,50 +28,128 @@ help: ## List the targets
 run: ## Run the gateway example (gRPC on 127.0.0.1:42001, Connect/gRPC-Web on 127.0.0.1:8080)
 	$(GO) run ./examples/gateway
 
+.PHONY: run-web
+run-web: ## Run the web example: the page on http://127.0.0.1:8080/web, and on :8081 through CORS (Delete's token: demo)
+	EXAMPLE_API_TOKEN="$${EXAMPLE_API_TOKEN:-demo}" $(GO) run ./$(WEB)
+
+.PHONY: run-distributed
+run-distributed: ## Run goms, child and an edge as three processes on loopback (edge on 127.0.0.1:8080); Ctrl-C stops them
+	$(GO) build -o bin/distributed ./examples/distributed
+	@echo "goms on 127.0.0.1:42101, child on 127.0.0.1:42102, edge on 127.0.0.1:8080; Ctrl-C stops them"
+	@trap 'kill -TERM $$(jobs -p) 2>/dev/null; wait' INT TERM; \
+	bin/distributed -config examples/distributed/goms.yaml & \
+	bin/distributed -config examples/distributed/child.yaml & \
+	bin/distributed -config examples/distributed/edge.yaml & \
+	wait
+
 .PHONY: test
-test: test-go conformance ## Run every check CI runs: Go tests with -race, then the conformance suite
+test: test-go fuzz conformance test-web ## Run every check CI runs: Go tests with -race, fuzzing, the conformance suite, the browser test
 
 .PHONY: test-go
 test-go: ## Run the Go tests with the race detector
 	$(GO) test $(TESTFLAGS) ./...
 
+# The fuzz targets of goms/ and their budgets, a few seconds each on CI's
+# machine; `go test` runs their committed corpora (goms/testdata/fuzz)
+# every time. Budgets are counts of runs: a -fuzztime duration can fail
+# with "context deadline exceeded" as it expires (golang/go#75804, fixed
+# in Go 1.27). E.g. `make fuzz FUZZ_TARGETS=FuzzRoute:5000x`.
+FUZZ_TARGETS ?= FuzzClassify:20000x FuzzCheckPath:20000x FuzzRoute:200x FuzzStreamBody:40000x FuzzStreamWriter:4000x
+
+.PHONY: fuzz
+fuzz: ## Fuzz each target of goms/ briefly, on top of its committed corpus
+	@for target in $(FUZZ_TARGETS); do \
+		name="$${target%%:*}"; budget="$${target#*:}"; start=$$(date +%s); \
+		if ! out="$$($(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime "$$budget" ./goms/ 2>&1)"; then \
+			echo "$$out"; echo "fuzz: $$name FAILED (a failing input is under goms/testdata/fuzz/$$name/)"; exit 1; \
+		fi; \
+		echo "fuzz: $$name: $$budget runs in $$(( $$(date +%s) - start ))s"; \
+	done
+
+.PHONY: soak
+soak: ## Load a goms server process with every protocol for 60s: zero errors, flat RSS and goroutines (TestSoak)
+	GOMS_SOAK=60s $(GO) test $(TESTFLAGS) -run '^TestSoak$$' -v ./goms/
+
 .PHONY: generate
-generate: ## Regenerate gen/ from proto/ and from the conformance protos with buf
+generate: $(WEB_DEPS) ## Regenerate gen/, the page's TypeScript and its bundle from proto/ (and the conformance protos)
 	$(TOOL) buf generate
 	@# buf.gen.yaml cleans all of gen/, so gen/connectrpc comes second; its
 	@# template cleans gen/connectrpc only.
 	$(GO) mod download $(CONFORMANCE_MODULE)@$(CONFORMANCE_VERSION)
 	$(TOOL) buf generate --template buf.gen.conformance.yaml \
 		"$$($(GO) env GOMODCACHE)/$(CONFORMANCE_MODULE)@$(CONFORMANCE_VERSION)"
+	@# The example page's TypeScript (protoc-gen-es), then its bundle.
+	$(TOOL) buf generate --template $(WEB)/buf.gen.yaml
+	$(MAKE) --no-print-directory web
 
-# protovalidate's buf/validate/validate.proto, vendored into third_party/
-# because the Buf Schema Registry is out of reach here. The Go module
-# github.com/bufbuild/protovalidate ships the file; its Go code comes from
-# buf.build/gen/go/bufbuild/protovalidate, a dependency of protovalidate-go.
+# Protos that the Buf Schema Registry would provide, vendored into
+# third_party/ because it is out of reach here; each comes from a pinned Go
+# module that ships the file.
+# - buf/validate/validate.proto, protovalidate's: the Go module
+#   github.com/bufbuild/protovalidate ships it; its Go code comes from
+#   buf.build/gen/go/bufbuild/protovalidate, a dependency of protovalidate-go.
+# - google/api/annotations.proto and http.proto (the HTTP rules vanguard
+#   serves as REST routes): grpc-gateway v1 ships googleapis' copies, which
+#   are wire-identical to the current ones; their Go code comes from
+#   google.golang.org/genproto/googleapis/api.
 PROTOVALIDATE_MODULE := github.com/bufbuild/protovalidate
 PROTOVALIDATE_VERSION := v1.2.2
 VALIDATE_PROTO := third_party/buf/validate/validate.proto
+GOOGLEAPIS_MODULE := github.com/grpc-ecosystem/grpc-gateway
+GOOGLEAPIS_VERSION := v1.16.0
 
-.PHONY: vendor-protos
-vendor-protos: ## Copy buf/validate/validate.proto from the pinned Go module into third_party/
+# vendor_proto,MODULE@VERSION,FILE,DEST,VERSION_VARIABLE copies FILE of the
+# Go module into DEST under a header that names its origin.
+define vendor_proto
 	@tmp="$$(mktemp -d)"; \
-	dir="$$(cd "$$tmp" && GOWORK=off $(GO) mod download -json $(PROTOVALIDATE_MODULE)@$(PROTOVALIDATE_VERSION) \
+	dir="$$(cd "$$tmp" && GOWORK=off $(GO) mod download -json $(1) \
 		| sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p')"; \
 	rmdir "$$tmp"; \
-	test -n "$$dir" || { echo "go mod download found no $(PROTOVALIDATE_MODULE)@$(PROTOVALIDATE_VERSION)"; exit 1; }; \
-	mkdir -p "$$(dirname $(VALIDATE_PROTO))"; \
+	test -n "$$dir" || { echo "go mod download found no $(1)"; exit 1; }; \
+	mkdir -p "$$(dirname $(3))"; \
 	{ echo "// Vendored by 'make vendor-protos' from the Go module"; \
-	  echo "// $(PROTOVALIDATE_MODULE)@$(PROTOVALIDATE_VERSION), file proto/protovalidate/buf/validate/validate.proto."; \
-	  echo "// Do not edit: change PROTOVALIDATE_VERSION in the Makefile and run the target again."; \
-	  echo; cat "$$dir/proto/protovalidate/buf/validate/validate.proto"; } > $(VALIDATE_PROTO)
-	@echo "wrote $(VALIDATE_PROTO) from $(PROTOVALIDATE_MODULE)@$(PROTOVALIDATE_VERSION)"
+	  echo "// $(1), file $(2)."; \
+	  echo "// Do not edit: change $(4) in the Makefile and run the target again."; \
+	  echo; cat "$$dir/$(2)"; } > $(3)
+	@echo "wrote $(3) from $(1)"
+endef
+
+.PHONY: vendor-protos
+vendor-protos: ## Copy validate.proto and google/api/{annotations,http}.proto from pinned Go modules into third_party/
+	$(call vendor_proto,$(PROTOVALIDATE_MODULE)@$(PROTOVALIDATE_VERSION),proto/protovalidate/buf/validate/validate.proto,$(VALIDATE_PROTO),PROTOVALIDATE_VERSION)
+	$(call vendor_proto,$(GOOGLEAPIS_MODULE)@$(GOOGLEAPIS_VERSION),third_party/googleapis/google/api/annotations.proto,third_party/google/api/annotations.proto,GOOGLEAPIS_VERSION)
+	$(call vendor_proto,$(GOOGLEAPIS_MODULE)@$(GOOGLEAPIS_VERSION),third_party/googleapis/google/api/http.proto,third_party/google/api/http.proto,GOOGLEAPIS_VERSION)
 
 .PHONY: checkgenerate
-checkgenerate: generate ## Fail when gen/ differs from what proto/ generates
-	@if [ -n "$$(git status --porcelain -- gen)" ]; then \
-		echo "gen/ is stale: run 'make generate' and commit the result"; \
-		git status --porcelain -- gen; git diff --stat -- gen; exit 1; \
+checkgenerate: generate ## Fail when gen/, the page's TypeScript or its bundle differ from what proto/ and src/ give
+	@paths="gen $(WEB)/src/gen $(WEB)/dist"; \
+	if [ -n "$$(git status --porcelain -- $$paths)" ]; then \
+		echo "generated code is stale: run 'make generate' and commit the result"; \
+		git status --porcelain -- $$paths; git diff --stat -- $$paths; exit 1; \
 	fi
+
+# The bundle is committed, like gen/: examples/web embeds it, so `go build`
+# and `go run` need no Node.js, and checkgenerate catches drift.
+.PHONY: web
+web: $(WEB_DEPS) ## Type-check the example page and bundle it into examples/web/dist/app.js
+	npm --prefix $(WEB) run --silent build
+
+$(WEB_DEPS): $(WEB)/package-lock.json
+	npm ci --prefix $(WEB) --no-audit --no-fund
+
+.PHONY: chromium
+chromium: ## Install Debian's chromium (the browser test's) unless /usr/bin/chromium is there
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "the browser test needs /usr/bin/chromium: apt-get install chromium (as root)"; exit 1; fi; \
+		echo "installing Debian's chromium"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
+	@/usr/bin/chromium --version 2>/dev/null
+
+.PHONY: test-web
+test-web: chromium $(WEB_DEPS) ## Drive the example page in headless Chromium, per transport and cross-origin (screenshots in out/)
+	$(GO) build -o bin/web ./$(WEB)
+	cd $(WEB) && GOMS_WEB_BIN=bin/web node --test --test-concurrency=1 test/
 
 .PHONY: conformance
 conformance: ## Run the Connect conformance suite against goms in every listener mode
@@ -94,7 +177,8 @@ lint: ## gofmt, go vet, staticcheck, buf lint and buf format
 	$(GO) vet ./...
 	$(TOOL) staticcheck ./...
 	$(TOOL) buf lint
-	$(TOOL) buf format --diff --exit-code
+	@# proto/ only: third_party/ is vendored as upstream wrote it.
+	$(TOOL) buf format --diff --exit-code proto
 
 .PHONY: breaking
 breaking: ## Check proto/ for breaking changes against main
@@ -113,5 +197,5 @@ bench: ## Load benchmark vs connect-go, grpc-go, grpc-gateway (~13 min); writes 
 	cd bench && $(GO) run ./cmd/bench -out ../docs/benchmarks.md
 
 .PHONY: bench-quick
-bench-quick: ## Check that every benchmark server answers each of its protocols (~30 s, no timings)
+bench-quick: ## Check that every benchmark server answers each of its protocols (~15 s + builds; no timings)
 	cd bench && $(GO) run ./cmd/bench -quick
