@@ -1,0 +1,67 @@
+package goms_test
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"testing"
+
+	"connectrpc.com/connect"
+
+	"github.com/reversTeam/go-ms/examples/services/gomsservice"
+	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
+	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
+	"github.com/reversTeam/go-ms/goms"
+)
+
+// BenchmarkClient compares a call through srv.Client to a co-located
+// service (in-process) with the same call over a loopback h2c connection
+// to the same server, both with the gRPC protocol. Client and server share
+// the process, so ns/op is the CPU of both sides: compare the two cases of
+// one run.
+func BenchmarkClient(b *testing.B) {
+	srv, err := goms.New(goms.Config{
+		Listeners: []goms.Listener{{Name: "gateway", Addr: "127.0.0.1:0"}},
+		Logger:    slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	svc := gomsservice.New()
+	if err := srv.Mount(gomsv1connect.NewGoMsServiceHandler(svc, srv.HandlerOptions()...)); err != nil {
+		b.Fatal(err)
+	}
+	if err := srv.Listen(); err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	b.Cleanup(func() { cancel(); <-done })
+	created, err := svc.Create(ctx, connect.NewRequest(&gomsv1.CreateRequest{Name: "bench"}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := &gomsv1.GetRequest{Id: created.Msg.GetItem().GetId()}
+
+	var h2c http.Protocols
+	h2c.SetUnencryptedHTTP2(true)
+	loopback := &http.Client{Transport: &http.Transport{Protocols: &h2c}}
+	inProcess, baseURL := srv.Client(gomsv1connect.GoMsServiceName)
+	for _, c := range []struct {
+		name   string
+		client gomsv1connect.GoMsServiceClient
+	}{
+		{"in-process", gomsv1connect.NewGoMsServiceClient(inProcess, baseURL, connect.WithGRPC())},
+		{"loopback-h2c", gomsv1connect.NewGoMsServiceClient(loopback, "http://"+srv.Addr("gateway").String(), connect.WithGRPC())},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.client.Get(ctx, connect.NewRequest(req)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
