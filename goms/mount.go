@@ -60,7 +60,9 @@ func (s *Server) mountLocked(names []string, path string, handler http.Handler) 
 	}
 	if service != "" {
 		s.offered[service] = true
-		if len(s.cfg.Services) > 0 && !slices.Contains(s.cfg.Services, service) || s.remotes[service] != nil {
+		// goms's own services (health, reflection) always run.
+		builtin := slices.Contains(quietServices, service)
+		if !builtin && (len(s.cfg.Services) > 0 && !slices.Contains(s.cfg.Services, service) || s.remotes[service] != nil) {
 			s.logger.Debug("goms: not running a service the configuration leaves out or says is remote", "service", service)
 			return nil
 		}

@@ -96,7 +96,9 @@ type endpoint struct {
 
 	mu      sync.Mutex
 	cc      *http.ClientConn
-	retryAt time.Time // ejected until then
+	dialing chan struct{} // closed when the dial in progress ends
+	gone    bool          // removed by resolution or closed
+	retryAt time.Time     // ejected until then
 	backoff time.Duration
 	err     error
 }
@@ -281,7 +283,7 @@ func (r *remote) resolve(ctx context.Context) {
 		ep.close()
 	}
 	for _, ep := range added {
-		go func() { _, _ = ep.conn(ctx, r) }() // connect now, not at the first call
+		go func() { _, _ = ep.conn(ctx, r, true) }() // connect now, not at the first call
 	}
 }
 
@@ -294,24 +296,72 @@ func (r *remote) closeAll() {
 	}
 }
 
-// conn returns the endpoint's connection, dialling it if needed. A failed
-// dial ejects the endpoint for a backoff that doubles up to maxBackoff.
-func (ep *endpoint) conn(ctx context.Context, r *remote) (*http.ClientConn, error) {
+// errDialing reports an endpoint whose connection another call is dialling.
+var errDialing = errors.New("goms: endpoint being dialled")
+
+// errEndpointGone reports an endpoint that resolution removed.
+var errEndpointGone = errors.New("goms: endpoint removed")
+
+// conn returns the endpoint's connection, dialling it if needed. The lock
+// is not held while dialling: a dial to a vanished host takes up to
+// dialTimeout, and picks must go on meanwhile. While one call dials, others
+// get errDialing at once, or with wait, the dial's outcome. A failed dial
+// ejects the endpoint for a backoff that doubles up to maxBackoff.
+func (ep *endpoint) conn(ctx context.Context, r *remote, wait bool) (*http.ClientConn, error) {
 	ep.mu.Lock()
-	defer ep.mu.Unlock()
-	if ep.cc != nil && ep.cc.Err() == nil {
-		return ep.cc, nil
-	}
-	if ep.cc != nil {
-		_ = ep.cc.Close()
-		ep.cc = nil
+	for {
+		if ep.cc != nil && ep.cc.Err() == nil {
+			cc := ep.cc
+			ep.mu.Unlock()
+			return cc, nil
+		}
+		if ep.cc != nil {
+			_ = ep.cc.Close()
+			ep.cc = nil
+		}
+		if ep.gone {
+			ep.mu.Unlock()
+			return nil, errEndpointGone
+		}
+		if ep.dialing == nil {
+			break
+		}
+		if !wait {
+			ep.mu.Unlock()
+			return nil, errDialing
+		}
+		done := ep.dialing
+		ep.mu.Unlock()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		ep.mu.Lock()
 	}
 	if time.Now().Before(ep.retryAt) {
-		return nil, ep.err
+		err := ep.err
+		ep.mu.Unlock()
+		return nil, err
 	}
+	done := make(chan struct{})
+	ep.dialing = done
+	ep.mu.Unlock()
+
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dialTimeout)
-	defer cancel()
 	cc, err := r.transport.NewClientConn(dctx, r.scheme, ep.addr)
+	cancel()
+
+	ep.mu.Lock()
+	defer ep.mu.Unlock()
+	ep.dialing = nil
+	close(done)
+	if ep.gone {
+		if cc != nil {
+			_ = cc.Close()
+		}
+		return nil, errEndpointGone
+	}
 	if err != nil {
 		ep.backoff = min(max(2*ep.backoff, minBackoff), maxBackoff)
 		ep.retryAt = time.Now().Add(ep.backoff)
@@ -350,6 +400,7 @@ func (ep *endpoint) eject(err error) {
 func (ep *endpoint) close() {
 	ep.mu.Lock()
 	defer ep.mu.Unlock()
+	ep.gone = true
 	if ep.cc != nil {
 		_ = ep.cc.Close()
 		ep.cc = nil
@@ -456,13 +507,23 @@ func (c remoteClient) Do(req *http.Request) (*http.Response, error) {
 	r.initial.Do(func() { r.resolve(req.Context()) })
 	var tried []*endpoint
 	var lastErr error
-	for attempt := 0; attempt < 2; attempt++ {
-		ep := r.pick(tried)
+	var dialing *endpoint // skipped while another call dials it
+	for attempt := 0; attempt < 2; {
+		ep, wait := r.pick(tried), false
 		if ep == nil {
-			break
+			if dialing == nil {
+				break
+			}
+			// Nothing else to try: wait for that dial.
+			ep, wait, dialing = dialing, true, nil
 		}
 		tried = append(tried, ep)
-		cc, err := ep.conn(req.Context(), r)
+		cc, err := ep.conn(req.Context(), r, wait)
+		if errors.Is(err, errDialing) {
+			dialing = ep
+			continue
+		}
+		attempt++
 		if err != nil {
 			lastErr = err // never sent: try another endpoint
 			continue
