@@ -43,10 +43,17 @@ run-distributed: ## Run goms, child and an edge as three processes on loopback (
 	wait
 
 .PHONY: test
-test: test-go fuzz conformance test-web ## Run every check CI runs: Go tests with -race, fuzzing, the conformance suite, the browser test
+test: test-go test-deploy fuzz conformance test-web ## Run every check CI runs: Go tests with -race, the Kubernetes manifests, fuzzing, the conformance suite, the browser test
+
+.PHONY: iproute2
+iproute2: ## Install Debian's iproute2 (the multi-host test's ip) unless ip is there; the test skips without root or ip
+	@if ! command -v ip >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's iproute2"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null; \
+	fi
 
 .PHONY: test-go
-test-go: ## Run the Go tests with the race detector
+test-go: iproute2 ## Run the Go tests with the race detector
 	$(GO) test $(TESTFLAGS) ./...
 
 # The fuzz targets of goms/ and their budgets, a few seconds each on CI's
@@ -159,7 +166,7 @@ conformance: ## Run the Connect conformance suite against goms in every listener
 	fi
 	$(GO) build -o bin/conformance-server ./internal/conformance/server
 	@failed=""; \
-	for run in "gateway:-mode gateway" "http:-mode http" "grpc:-mode grpc" "grpc:-mode grpc -engine grpc"; do \
+	for run in "gateway:-mode gateway" "http:-mode http" "grpc:-mode grpc" "grpc:-mode grpc -engine grpc" "gateway:-mode gateway -edge"; do \
 		conf="$${run%%:*}"; args="$${run#*:}"; start=$$(date +%s); \
 		echo "conformance: conformance/$$conf.yaml, conformance-server $$args"; \
 		if bin/connectconformance --mode server --conf "conformance/$$conf.yaml" $(CONFORMANCE_FLAGS) -- bin/conformance-server $$args; then \
@@ -175,6 +182,7 @@ lint: ## gofmt, go vet, staticcheck, buf lint and buf format
 	@unformatted="$$(gofmt -l $$(git ls-files '*.go'))"; \
 	if [ -n "$$unformatted" ]; then echo "gofmt wants to change:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	cd deploy && $(GO) vet ./...
 	$(TOOL) staticcheck ./...
 	$(TOOL) buf lint
 	@# proto/ only: third_party/ is vendored as upstream wrote it.
@@ -199,3 +207,11 @@ bench: ## Load benchmark vs connect-go, grpc-go, grpc-gateway (~13 min); writes 
 .PHONY: bench-quick
 bench-quick: ## Check that every benchmark server answers each of its protocols (~15 s + builds; no timings)
 	cd bench && $(GO) run ./cmd/bench -quick
+
+# The Kubernetes manifests' test lives in deploy/, a module of its own
+# (k8s.io/api stays out of goms's dependencies). It decodes the manifests
+# into the API types and checks them against the goms configuration they
+# ship; no cluster runs here.
+.PHONY: test-deploy
+test-deploy: ## Check deploy/kubernetes: strict decoding, ports, probes, drain, security, against the goms config
+	cd deploy && $(GO) test $(TESTFLAGS) ./...

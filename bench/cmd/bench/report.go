@@ -1,0 +1,373 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/reversTeam/go-ms/bench/internal/load"
+)
+
+// report renders the results as markdown.
+type report struct {
+	cfg      config
+	env      machine
+	command  string
+	runs     []caseRun
+	results  map[caseRun][]sample
+	retried  int
+	idle     []idleResult
+	elapsed  time.Duration
+	finished time.Time
+}
+
+const none = "—"
+
+func (r report) markdown() string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	w("# Benchmarks\n\n")
+	w("Written by `make bench` ([bench/cmd/bench](../bench/cmd/bench)); rerun it rather than editing this file.\n")
+	w("Figures move by ±20%% from one run to the next on a shared machine: compare servers within one run,\n")
+	w("through the ratios, not with figures from another run or machine. `make bench-quick` runs every case for a tenth\n")
+	w("of a second instead, to check that the harness and every server work (CI); its timings mean nothing.\n\n")
+	r.writeSetup(w)
+	r.writeTargets(w)
+	r.writeBreakdown(w)
+	r.writeResults(w)
+	r.writeIdle(w)
+	w("%s", method)
+	return b.String()
+}
+
+func (r report) writeSetup(w func(string, ...any)) {
+	mode := "full"
+	if r.cfg.quick {
+		mode = "quick (a smoke test: timings mean nothing)"
+	}
+	w("## Run\n\n")
+	w("- Command: %s\n", r.command)
+	w("- Mode: %s; finished %s after %s\n", mode, r.finished.UTC().Format("2006-01-02 15:04 MST"), r.elapsed.Round(time.Second))
+	w("- Go: %s\n", r.env.goVersion)
+	w("- CPU: %s, %d logical CPUs; Linux %s\n", r.env.cpu, r.env.cpus, r.env.kernel)
+	if r.env.pinned {
+		w("- Binding: servers on CPU %s (GOMAXPROCS=%d), the load client on CPU %s (GOMAXPROCS=%d)\n",
+			cpuList(r.cfg.serverCPUs), len(r.cfg.serverCPUs), cpuList(r.cfg.clientCPUs), len(r.cfg.clientCPUs))
+	} else {
+		w("- Binding: none (the CPUs asked for were not available)\n")
+	}
+	w("- Each case: %v warm-up, then %v measured; %d rounds of all %d cases run one after the other, medians reported\n",
+		r.cfg.warmup, r.cfg.duration, r.cfg.rounds, len(r.runs))
+	if r.env.pinned {
+		var server, client []float64
+		for _, ss := range r.results {
+			for _, s := range ss {
+				server, client = append(server, s.otherServer), append(client, s.otherClient)
+			}
+		}
+		w("- Noise: CPU time not charged to the server or the client on their CPUs (other processes, interrupts),\n")
+		w("  per case kept: server CPU median %.0f%%, max %.0f%%; client CPU median %.0f%%, max %.0f%%\n",
+			100*medianOf(server), 100*maxOf(server), 100*medianOf(client), 100*maxOf(client))
+		w("- Repeated runs, others having taken more than %.0f%% of a CPU: %d (each at most %d times, a quarter of all\n", 100*r.cfg.maxNoise, r.retried, maxRetries)
+		w("  runs in total; the quietest attempt is kept)\n")
+	}
+	w("\n")
+}
+
+func (r report) writeTargets(w func(string, ...any)) {
+	w("## Targets\n\n")
+	w("Goals from the benchmark issue, with the measured value (medians of the per-round ratios, small payload, 50 concurrent unless said).\n\n")
+	w("| target | goal | measured | met |\n| --- | --- | --- | --- |\n")
+	row := func(name, goal string, v float64, ok bool, unit string, met bool) {
+		if !ok {
+			w("| %s | %s | not measured | %s |\n", name, goal, none)
+			return
+		}
+		w("| %s | %s | %s | %s |\n", name, goal, fmt.Sprintf(unit, v), yesNo(met))
+	}
+	cpu := func(s sample) float64 { return float64(s.cpuPerCall) }
+	thr := func(s sample) float64 { return s.throughput }
+	p99 := func(s sample) float64 { return float64(s.p99) }
+	first := scenarios()[0]
+	for _, p := range first.protocols {
+		v, ok := r.ratio(0, p, KindGoms, KindConnect, cpu)
+		row("goms server CPU per call ÷ connect-go, "+p.String(), "≤ 1.05×", v, ok, "%.2f×", v <= 1.05)
+	}
+	v, ok := r.ratio(0, load.GRPC, KindGomsEngine, KindConnect, cpu)
+	row("goms (grpc engine) server CPU per call ÷ connect-go, gRPC", "≤ 1.05×", v, ok, "%.2f×", v <= 1.05)
+	worst, where := 0.0, ""
+	for i, sc := range scenarios()[1:] {
+		for _, p := range sc.protocols {
+			if v, ok := r.ratio(i+1, p, KindGoms, KindConnect, cpu); ok && v > worst {
+				worst, where = v, sc.String()+", "+p.String()
+			}
+		}
+	}
+	row("goms server CPU per call ÷ connect-go, worst other case ("+orNone(where)+")", "≤ 1.05×", worst, where != "", "%.2f×", worst <= 1.05)
+	v, ok = r.ratio(0, load.ConnectJSONHTTP1, KindGoms, KindGateway, thr)
+	row("goms Connect JSON over HTTP/1.1 throughput ÷ grpc-gateway", "≥ 2.5×", v, ok, "%.2f×", v >= 2.5)
+	v, ok = r.ratio(0, load.ConnectJSONHTTP1, KindGoms, KindGateway, p99)
+	row("goms Connect JSON over HTTP/1.1 p99 latency ÷ grpc-gateway", "≤ 0.5×", v, ok, "%.2f×", v <= 0.5)
+	v, ok = r.ratio(0, load.GRPC, KindGoms, KindGRPCGo, thr)
+	row("goms gRPC throughput ÷ grpc-go", "≥ 0.6×", v, ok, "%.2f×", v >= 0.6)
+	v, ok = r.ratio(0, load.GRPC, KindGomsEngine, KindGRPCGo, thr)
+	row("goms (grpc engine) gRPC throughput ÷ grpc-go", "≥ 0.6×", v, ok, "%.2f×", v >= 0.6)
+	idle, ok := int64(0), false
+	for _, i := range r.idle {
+		if strings.Contains(i.target.label, "examples/gateway") {
+			idle, ok = max(idle, i.idle), true
+		}
+	}
+	row("idle RSS of examples/gateway", "≤ 25 MiB", mib(idle), ok, "%.1f MiB", mib(idle) <= 25)
+	for _, i := range r.idle {
+		if strings.Contains(i.target.label, "examples/gateway") {
+			row(fmt.Sprintf("RSS per idle h2c connection, examples/gateway %s listener (%d connections)", i.target.listener, i.conns),
+				"≤ 40 KiB", kib(i.perConn), true, "%.1f KiB", kib(i.perConn) <= 40)
+		}
+	}
+	w("\n")
+}
+
+// writeBreakdown splits the extra server CPU of goms over connect-go
+// between its interceptors and the rest of goms.
+func (r report) writeBreakdown(w func(string, ...any)) {
+	cpu := func(s sample) float64 { return micros(s.cpuPerCall) }
+	var rows []string
+	for _, p := range scenarios()[0].protocols {
+		goms, noInterceptors := r.results[caseRun{0, p, KindGoms}], r.results[caseRun{0, p, KindGomsNone}]
+		bare := r.results[caseRun{0, p, KindConnect}]
+		interceptors, ok1 := difference(goms, noInterceptors, cpu)
+		rest, ok2 := difference(noInterceptors, bare, cpu)
+		if !ok1 || !ok2 {
+			continue
+		}
+		rows = append(rows, fmt.Sprintf("| %s | %.1f | %+.1f | %+.1f |\n", p, median(goms, cpu), interceptors, rest))
+	}
+	if len(rows) == 0 {
+		return
+	}
+	w("### Where goms's extra CPU goes\n\n")
+	w("Server CPU µs per call, small payload, 50 concurrent: the default interceptors are goms minus goms without\n")
+	w("interceptors; the rest of goms (listeners, routing, protocol filter) is goms without interceptors minus connect-go.\n\n")
+	w("| protocol | goms | interceptors | rest of goms |\n| --- | ---: | ---: | ---: |\n")
+	for _, row := range rows {
+		w("%s", row)
+	}
+	w("\n")
+}
+
+func (r report) writeResults(w func(string, ...any)) {
+	w("## Results\n\n")
+	w("Medians over the rounds. Server CPU and allocations are the server process's own counters (getrusage, runtime.MemStats)\n")
+	w("over the measured window, divided by the calls completed in it; \"CPU use\" is that CPU time over the window, 100%% being\n")
+	w("the one core the server has: below it, the client (one core as well) or the latency bounds the throughput.\n")
+	w("Peak RSS is the server's VmHWM during the case. Ratios are medians of the per-round ratios; ")
+	w("\"ref\" is grpc-go for gRPC and grpc-gateway for JSON over HTTP/1.1; %s where a server does not serve the protocol.\n\n", none)
+	thr := func(s sample) float64 { return s.throughput }
+	for i, sc := range scenarios() {
+		if !r.hasScenario(i) {
+			continue
+		}
+		w("### %s\n\n", capitalize(sc.String()))
+		if len(sc.protocols) > 3 {
+			r.writeOverview(w, i, "Throughput, calls/s", func(ss []sample) string { return fmt.Sprintf("%.0f", median(ss, thr)) })
+			r.writeOverview(w, i, "Server CPU per call, µs", func(ss []sample) string {
+				return fmt.Sprintf("%.1f", median(ss, func(s sample) float64 { return micros(s.cpuPerCall) }))
+			})
+		}
+		w("| protocol | server | calls/s | p50 | p99 | server CPU µs/call | CPU use | allocs/call | B alloc/call | peak RSS MiB | calls/s ÷ connect-go | CPU/call ÷ connect-go | calls/s ÷ ref | p99 ÷ ref | CPU/call ÷ ref |\n")
+		w("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+		for _, p := range sc.protocols {
+			ref := refKind(p)
+			for _, k := range Kinds() {
+				ss := r.results[caseRun{i, p, k}]
+				if len(ss) == 0 {
+					continue
+				}
+				w("| %s | %s | %.0f | %s | %s | %.1f | %.0f%% | %.1f | %.0f | %.1f | %s | %s | %s | %s | %s |\n",
+					p, k.Label(), median(ss, thr),
+					fmtDur(median(ss, func(s sample) float64 { return float64(s.p50) })),
+					fmtDur(median(ss, func(s sample) float64 { return float64(s.p99) })),
+					median(ss, func(s sample) float64 { return micros(s.cpuPerCall) }),
+					100*median(ss, func(s sample) float64 { return s.cpuUse }),
+					median(ss, func(s sample) float64 { return s.allocsPerCall }),
+					median(ss, func(s sample) float64 { return s.bytesPerCall }),
+					mib(int64(median(ss, func(s sample) float64 { return float64(s.peakRSS) }))),
+					r.ratioText(i, p, k, KindConnect, thr),
+					r.ratioText(i, p, k, KindConnect, func(s sample) float64 { return float64(s.cpuPerCall) }),
+					r.ratioText(i, p, k, ref, thr),
+					r.ratioText(i, p, k, ref, func(s sample) float64 { return float64(s.p99) }),
+					r.ratioText(i, p, k, ref, func(s sample) float64 { return float64(s.cpuPerCall) }))
+			}
+		}
+		w("\n")
+	}
+}
+
+// writeOverview writes one figure per protocol and server, %s for the
+// pairs that do not apply.
+func (r report) writeOverview(w func(string, ...any), sc int, title string, cell func([]sample) string) {
+	w("%s:\n\n| protocol |", title)
+	for _, k := range Kinds() {
+		w(" %s |", k.Label())
+	}
+	w("\n| --- |%s\n", strings.Repeat(" ---: |", len(Kinds())))
+	for _, p := range scenarios()[sc].protocols {
+		if !slices.ContainsFunc(Kinds(), func(k Kind) bool { return len(r.results[caseRun{sc, p, k}]) > 0 }) {
+			continue
+		}
+		w("| %s |", p)
+		for _, k := range Kinds() {
+			if ss := r.results[caseRun{sc, p, k}]; len(ss) > 0 {
+				w(" %s |", cell(ss))
+			} else {
+				w(" %s |", none)
+			}
+		}
+		w("\n")
+	}
+	w("\n")
+}
+
+func (r report) writeIdle(w func(string, ...any)) {
+	w("## Idle memory\n\n")
+	w("Each line is a fresh server process: its RSS once started and settled, then with that many h2c connections open,\n")
+	w("each having made one unary call (Connect proto or gRPC) and then left idle. The examples/gateway lines run the\n")
+	w("example binary itself, not the benchmark's copy of its setup.\n\n")
+	w("| server | listener | idle RSS MiB | connections | RSS with them MiB | RSS per connection KiB |\n")
+	w("| --- | --- | ---: | ---: | ---: | ---: |\n")
+	for _, i := range r.idle {
+		w("| %s | %s | %.1f | %d | %.1f | %.1f |\n", i.target.label, i.target.listener, mib(i.idle), i.conns, mib(i.loaded), kib(i.perConn))
+	}
+	w("\n")
+}
+
+// ratio is the median per-round ratio of f between two servers in a
+// scenario and protocol.
+func (r report) ratio(sc int, p load.Protocol, a, b Kind, f func(sample) float64) (float64, bool) {
+	return ratio(r.results[caseRun{sc, p, a}], r.results[caseRun{sc, p, b}], f)
+}
+
+func (r report) ratioText(sc int, p load.Protocol, a, b Kind, f func(sample) float64) string {
+	if b == "" {
+		return none
+	}
+	v, ok := r.ratio(sc, p, a, b, f)
+	if !ok {
+		return none
+	}
+	return fmt.Sprintf("%.2f×", v)
+}
+
+func (r report) hasScenario(sc int) bool {
+	for c := range r.results {
+		if c.scenario == sc {
+			return true
+		}
+	}
+	return false
+}
+
+// refKind is the non-connect reference of protocol p, or "".
+func refKind(p load.Protocol) Kind {
+	switch p {
+	case load.GRPC:
+		return KindGRPCGo
+	case load.ConnectJSONHTTP1:
+		return KindGateway
+	default:
+		return ""
+	}
+}
+
+func fmtDur(ns float64) string {
+	d := time.Duration(ns)
+	switch {
+	case d < time.Millisecond:
+		return fmt.Sprintf("%.0f µs", micros(d))
+	default:
+		return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond))
+	}
+}
+
+func cpuList(cpus []int) string {
+	s := make([]string, len(cpus))
+	for i, c := range cpus {
+		s[i] = fmt.Sprint(c)
+	}
+	return strings.Join(s, ",")
+}
+
+func maxOf(vs []float64) float64 {
+	m := 0.0
+	for _, v := range vs {
+		m = max(m, v)
+	}
+	return m
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "**no**"
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return none
+	}
+	return s
+}
+
+func capitalize(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// method is the fixed part of the report: what runs and how it is measured.
+const method = `## Method
+
+Servers, each its own process, all serving goms.v1.GoMsService/Get of an item created at start, under an id of
+16 hexadecimal digits. The small item has a 10-byte name (about 60 bytes on the wire), the 10KiB item a
+10,240-byte name, created in-process since the API caps names at 200 characters.
+
+- **goms**: the examples/gateway setup, which bench/cmd/benchserver copies (examples/internal is not importable
+  from bench/): a grpc-mode and an http-mode listener, the admin listener, GoMsService (gomsservice) and
+  ChildService mounted with the server's HandlerOptions, and app.Configure's plugins, so every default
+  interceptor runs: Prometheus metrics, tracing (a pass-through: no OTEL_* endpoint is set), the access log
+  (one info record per call on stderr, which the harness sends to a file on tmpfs), recovery, auth (Get is
+  public) and protovalidate. gRPC goes to the grpc listener, the other protocols to the http listener.
+- **goms, grpc engine**: the same with ` + "`Engine: goms.EngineGRPC`" + ` on the grpc listener; measured on gRPC only,
+  the only protocol it changes.
+- **goms, no interceptors**: the goms setup with ` + "`Interceptors.Default`" + ` empty. Against goms it prices the
+  interceptors; against connect-go, the rest of goms (listeners, routing, protocol filter).
+- **connect-go**: the generated connect handler of gomsservice alone on a net/http server (HTTP/1.1 and h2c),
+  with connect-go's defaults.
+- **grpc-go**: a grpc-go server with its defaults (bench/cmd/grpcserver), answering Get from a map as gomsservice
+  does (a read-locked lookup, then a new Item with two timestamps), through code that protoc-gen-go-grpc
+  generated into bench/gen.
+- **grpc-gateway**: grpc-gateway's ServeMux on HTTP/1.1, generated with generate_unbound_methods (so
+  POST /goms.v1.GoMsService/Get, the Connect path), in front of the grpc-go server above, which runs in the same
+  process and is reached over a loopback gRPC connection. Its CPU and memory are those of both.
+
+Clients, one per protocol for every server of that protocol, in the harness process: grpc-go for gRPC;
+connect-go for gRPC-Web and Connect proto; for Connect JSON a plain net/http POST of the JSON request, decoded
+with protojson (the same request is a Connect call and a grpc-gateway call). None asks for compression.
+HTTP/1.1 clients keep one connection per worker; h2c and gRPC clients share one connection.
+
+Each case runs a fixed number of workers, each with one call in flight, back to back: after the warm-up the
+harness reads the server's counters, waits the measured time, reads them again; calls completed between the
+two reads make the throughput and the divisor of CPU and allocations, and their latencies, sampled, the
+percentiles. Between cases, the next server runs: the list is run whole, round after round, so that drift in
+the machine touches every server alike.
+
+To look into a result, run a subset with profiles, e.g.
+` + "`cd bench && go run ./cmd/bench -run 'small payload, 50 concurrent/gRPC' -rounds 1 -cpuprofile /tmp/prof`" + `
+then ` + "`go tool pprof -top /tmp/prof/goms.pprof`" + `. bench/gen is regenerated by ` + "`go generate`" + ` in bench/.
+
+Not measured here: TLS, compression, streaming calls, and servers on more than one core.
+`
