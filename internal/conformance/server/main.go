@@ -45,12 +45,13 @@ const maxCompatRequestBytes = 1 << 20
 func main() {
 	mode := flag.String("mode", string(goms.ModeGateway), "protocols the goms listener accepts: grpc, http or gateway")
 	engine := flag.String("engine", string(goms.EngineNetHTTP), "engine of the goms listener: net/http, or grpc with -mode grpc")
+	edge := flag.Bool("edge", false, "serve the conformance service from a second goms server, through this listener as an edge (remote exposed)")
 	flag.Parse()
 	// The runner closes stdin once it has written the request, so the end
 	// of stdin is no signal to stop: SIGTERM is.
 	ctx, stop := goms.SignalContext(context.Background())
 	lc := goms.Listener{Mode: goms.Mode(*mode), Engine: goms.Engine(*engine)}
-	err := run(ctx, lc, os.Stdin, os.Stdout)
+	err := run(ctx, lc, *edge, os.Stdin, os.Stdout)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "conformance server:", err)
@@ -60,13 +61,32 @@ func main() {
 
 // run reads the ServerCompatRequest from in, starts a goms server whose
 // listener has the mode and engine of lc, configured as the request asks,
-// writes the ServerCompatResponse to out and serves until ctx ends.
-func run(ctx context.Context, lc goms.Listener, in io.Reader, out io.Writer) error {
+// writes the ServerCompatResponse to out and serves until ctx ends. With
+// edge, that listener exposes the service of a second goms server (a
+// gateway listener on h2c) through goms's edge proxy.
+func run(ctx context.Context, lc goms.Listener, edge bool, in io.Reader, out io.Writer) error {
 	var req conformancev1.ServerCompatRequest
 	if err := readDelimited(in, &req, maxCompatRequestBytes); err != nil {
 		return fmt.Errorf("reading ServerCompatRequest: %w", err)
 	}
-	srv, pemCert, err := newServer(lc, &req)
+	var remotes []goms.Remote
+	if edge {
+		backend, _, err := newServer(goms.Listener{Mode: goms.ModeGateway}, &conformancev1.ServerCompatRequest{MessageReceiveLimit: req.GetMessageReceiveLimit()}, nil)
+		if err != nil {
+			return err
+		}
+		if err := backend.Listen(); err != nil {
+			return err
+		}
+		served := make(chan error, 1)
+		go func() { served <- backend.Serve(ctx) }()
+		defer func() { <-served }()
+		remotes = []goms.Remote{{
+			Name: "conformance", Service: conformancev1connect.ConformanceServiceName,
+			Targets: []string{backend.Addr(listenerName).String()}, Expose: []string{listenerName},
+		}}
+	}
+	srv, pemCert, err := newServer(lc, &req, remotes)
 	if err != nil {
 		return err
 	}
@@ -92,9 +112,9 @@ func run(ctx context.Context, lc goms.Listener, in io.Reader, out io.Writer) err
 
 // newServer builds the goms server req describes, with one listener of
 // lc's mode and engine on a free loopback port and the conformance service
-// mounted, and returns it with the PEM certificate clients must trust when
-// req asks for TLS.
-func newServer(lc goms.Listener, req *conformancev1.ServerCompatRequest) (*goms.Server, []byte, error) {
+// mounted (or, with remotes, exposed from elsewhere), and returns it with
+// the PEM certificate clients must trust when req asks for TLS.
+func newServer(lc goms.Listener, req *conformancev1.ServerCompatRequest, remotes []goms.Remote) (*goms.Server, []byte, error) {
 	var (
 		tlsConfig *tls.Config
 		pemCert   []byte
@@ -113,6 +133,7 @@ func newServer(lc goms.Listener, req *conformancev1.ServerCompatRequest) (*goms.
 		Listeners: []goms.Listener{lc},
 		// Zero keeps goms' default limit.
 		MaxMessageBytes: int(req.GetMessageReceiveLimit()),
+		Remotes:         remotes,
 		Logger:          slog.New(slog.DiscardHandler),
 	})
 	if err != nil {

@@ -189,7 +189,7 @@ func start(t *testing.T, lc goms.Listener, req *conformancev1.ServerCompatReques
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		err := run(ctx, lc, &in, outW)
+		err := run(ctx, lc, false, &in, outW)
 		_ = outW.CloseWithError(err)
 		done <- err
 	}()
