@@ -2,6 +2,7 @@ package goms_test
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -123,6 +124,32 @@ func TestRemoteBalancesAndFailsOver(t *testing.T) {
 	if failed.Load() != 0 {
 		t.Errorf("%d calls failed; a call that never reached a server must go to the other replica", failed.Load())
 	}
+
+	// Restart: a new replica a on the same address gets traffic again once
+	// its endpoint's backoff (at most 5 s) has passed, with no call failing.
+	a2 := &replicaService{name: "a2"}
+	srvA2, err := goms.New(goms.Config{
+		Listeners: []goms.Listener{{Name: "grpc", Addr: runA.Addr("grpc"), Mode: goms.ModeGRPC}},
+		Logger:    slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srvA2.Mount(gomsv1connect.NewGoMsServiceHandler(a2, srvA2.HandlerOptions()...)); err != nil {
+		t.Fatal(err)
+	}
+	gomstest.Serve(t, srvA2)
+	deadline := time.Now().Add(10 * time.Second)
+	for a2.calls.Load() == 0 && time.Now().Before(deadline) {
+		if _, err := get(); err != nil {
+			t.Fatalf("call while replica a restarts: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if a2.calls.Load() == 0 {
+		t.Errorf("the restarted replica got no call in 10 s")
+	}
+	t.Logf("restart: the new replica a served %d calls", a2.calls.Load())
 	_ = runB
 }
 
