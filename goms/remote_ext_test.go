@@ -91,12 +91,16 @@ func TestRemoteBalancesAndFailsOver(t *testing.T) {
 	t.Logf("spread: replica a %d calls, b %d", a.calls.Load(), b.calls.Load())
 
 	// Failover: stop replica a abruptly (as SIGKILL would) in the middle of
-	// the load. Calls that never reached it go to b; Get is idempotent
-	// (NO_SIDE_EFFECTS), so even calls cut in flight are sent again.
+	// the load. A call that never reached it must go to b (zero such
+	// failures: our client reports those as unavailable); Get is idempotent
+	// (NO_SIDE_EFFECTS), so calls cut before their response began are sent
+	// again too. Only a call whose response was cut after it began can
+	// fail: at most one per caller, with another code.
 	bBefore := b.calls.Load()
-	var sent atomic.Int64
+	var sent, cut atomic.Int64
 	stop := make(chan struct{})
-	for range 8 {
+	const callers = 8
+	for range callers {
 		wg.Go(func() {
 			for i := 0; i < 2000; i++ {
 				select {
@@ -106,9 +110,13 @@ func TestRemoteBalancesAndFailsOver(t *testing.T) {
 				}
 				sent.Add(1)
 				if _, err := get(); err != nil {
-					failed.Add(1)
-					t.Logf("call failed during failover: %v", err)
-					return
+					if connect.CodeOf(err) == connect.CodeUnavailable {
+						failed.Add(1)
+						t.Errorf("a call that never reached a replica failed: %v", err)
+					} else {
+						cut.Add(1)
+						t.Logf("a call cut in its response: %v", err)
+					}
 				}
 			}
 		})
@@ -120,9 +128,10 @@ func TestRemoteBalancesAndFailsOver(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	close(stop)
 	wg.Wait()
-	t.Logf("failover: %d calls sent, %d failed; replica b served %d after a stopped", sent.Load(), failed.Load(), b.calls.Load()-bBefore)
-	if failed.Load() != 0 {
-		t.Errorf("%d calls failed; a call that never reached a server must go to the other replica", failed.Load())
+	t.Logf("failover: %d calls sent, %d never-delivered failures, %d cut in their response; replica b served %d after a stopped",
+		sent.Load(), failed.Load(), cut.Load(), b.calls.Load()-bBefore)
+	if cut.Load() > callers {
+		t.Errorf("%d calls cut: more than the %d that can be in flight on the replica that stopped", cut.Load(), callers)
 	}
 
 	// Restart: a new replica a on the same address gets traffic again once
