@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 
 	"connectrpc.com/connect"
@@ -177,7 +178,7 @@ func (w *inProcessWriter) WriteHeader(code int) {
 	w.res.Status = fmt.Sprintf("%d %s", code, http.StatusText(code))
 	h := make(http.Header, len(w.header))
 	for k, v := range w.header {
-		if k == "Trailer" || len(k) > len(http.TrailerPrefix) && k[:len(http.TrailerPrefix)] == http.TrailerPrefix {
+		if _, trailer := strings.CutPrefix(k, http.TrailerPrefix); k == "Trailer" || trailer {
 			continue
 		}
 		h[k] = slices.Clone(v)
@@ -207,20 +208,13 @@ func (w *inProcessWriter) finish() {
 		w.WriteHeader(http.StatusOK)
 	}
 	for k, v := range w.header {
-		if name, ok := cutTrailerPrefix(k); ok {
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
 			w.res.Trailer[http.CanonicalHeaderKey(name)] = v
 		} else if announcedTrailer(w.header["Trailer"], k) {
 			w.res.Trailer[k] = v
 		}
 	}
 	_ = w.body.Close()
-}
-
-func cutTrailerPrefix(k string) (string, bool) {
-	if len(k) > len(http.TrailerPrefix) && k[:len(http.TrailerPrefix)] == http.TrailerPrefix {
-		return k[len(http.TrailerPrefix):], true
-	}
-	return "", false
 }
 
 // inProcessBody ends the handler's writes when the caller stops reading.

@@ -23,6 +23,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
 )
 
 // DefaultResolveInterval is how often the names of Remote.Targets are
@@ -153,7 +154,7 @@ func newRemote(s *Server, r Remote) (*remote, error) {
 		if sd, ok := d.(protoreflect.ServiceDescriptor); ok {
 			for i := range sd.Methods().Len() {
 				m := sd.Methods().Get(i)
-				if level := idempotencyLevel(m); level != "" && level != "IDEMPOTENCY_UNKNOWN" {
+				if opts, ok := m.Options().(*descriptorpb.MethodOptions); ok && opts.GetIdempotencyLevel() != descriptorpb.MethodOptions_IDEMPOTENCY_UNKNOWN {
 					rt.idempotent["/"+r.Service+"/"+string(m.Name())] = true
 				}
 			}
@@ -163,28 +164,6 @@ func newRemote(s *Server, r Remote) (*remote, error) {
 		rt.idempotent["/"+r.Service+"/"+m] = true
 	}
 	return rt, nil
-}
-
-// idempotencyLevel returns the idempotency_level option of a method, by
-// reflection so that goms needs no dependency on descriptorpb's types.
-func idempotencyLevel(m protoreflect.MethodDescriptor) string {
-	opts := m.Options()
-	if opts == nil {
-		return ""
-	}
-	msg, ok := opts.(interface{ ProtoReflect() protoreflect.Message })
-	if !ok {
-		return ""
-	}
-	fd := msg.ProtoReflect().Descriptor().Fields().ByName("idempotency_level")
-	if fd == nil || !msg.ProtoReflect().Has(fd) {
-		return ""
-	}
-	ev := fd.Enum().Values().ByNumber(msg.ProtoReflect().Get(fd).Enum())
-	if ev == nil {
-		return ""
-	}
-	return string(ev.Name())
 }
 
 func (r Remote) tlsConfig() (*tls.Config, error) {

@@ -15,7 +15,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"strings"
 
 	"connectrpc.com/connect"
 
@@ -23,15 +22,9 @@ import (
 	"github.com/reversTeam/go-ms/goms"
 )
 
-// setFlags collects repeated -set flags.
-type setFlags []string
-
-func (s *setFlags) String() string     { return strings.Join(*s, ", ") }
-func (s *setFlags) Set(v string) error { *s = append(*s, v); return nil }
-
 func main() {
 	configFile := flag.String("config", "", "YAML configuration file (required)")
-	var set setFlags
+	var set app.SetFlags
 	flag.Var(&set, "set", "configuration override key=value (repeatable)")
 	flag.Parse()
 	if err := run(*configFile, set); err != nil {

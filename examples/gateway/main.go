@@ -18,7 +18,6 @@ import (
 	"net"
 	"os"
 	"strconv"
-	"strings"
 
 	"connectrpc.com/connect"
 
@@ -35,15 +34,9 @@ admin:
   address: "127.0.0.1:4242"
 `
 
-// setFlags collects repeated -set flags.
-type setFlags []string
-
-func (s *setFlags) String() string     { return strings.Join(*s, ", ") }
-func (s *setFlags) Set(v string) error { *s = append(*s, v); return nil }
-
 func main() {
 	configFile := flag.String("config", "", "YAML configuration file")
-	var set setFlags
+	var set app.SetFlags
 	flag.Var(&set, "set", "configuration override key=value, e.g. -set listeners.http.mode=gateway (repeatable)")
 	grpcHost := flag.String("grpc-host", "127.0.0.1", "gRPC listener host")
 	grpcPort := flag.Int("grpc-port", 42001, "gRPC listener port")

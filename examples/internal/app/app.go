@@ -8,6 +8,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"strings"
 
 	"connectrpc.com/connect"
 
@@ -87,3 +88,13 @@ func Configure(ctx context.Context, cfg *goms.Config) (shutdown func(context.Con
 	}
 	return tracing.Shutdown, nil
 }
+
+// SetFlags collects repeated -set key=value flags, the overrides the
+// example programs pass to goms.LoadConfig.
+type SetFlags []string
+
+// String implements flag.Value.
+func (s *SetFlags) String() string { return strings.Join(*s, ", ") }
+
+// Set implements flag.Value.
+func (s *SetFlags) Set(v string) error { *s = append(*s, v); return nil }
