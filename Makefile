@@ -159,14 +159,14 @@ test-web: chromium $(WEB_DEPS) ## Drive the example page in headless Chromium, p
 	cd $(WEB) && GOMS_WEB_BIN=bin/web node --test --test-concurrency=1 test/
 
 .PHONY: conformance
-conformance: ## Run the Connect conformance suite against goms in every listener mode
+conformance: ## Run the Connect conformance suite against goms in every listener mode and through the edge proxy
 	@if [ "$$(bin/connectconformance --version 2>/dev/null)" != "connectconformance $(CONFORMANCE_VERSION)" ]; then \
 		echo "installing connectconformance $(CONFORMANCE_VERSION) into bin/"; \
 		GOBIN="$(CURDIR)/bin" $(GO) install $(CONFORMANCE_MODULE)/cmd/connectconformance@$(CONFORMANCE_VERSION); \
 	fi
 	$(GO) build -o bin/conformance-server ./internal/conformance/server
 	@failed=""; \
-	for run in "gateway:-mode gateway" "http:-mode http" "grpc:-mode grpc" "grpc:-mode grpc -engine grpc"; do \
+	for run in "gateway:-mode gateway" "gateway:-mode gateway -edge" "http:-mode http" "grpc:-mode grpc" "grpc:-mode grpc -engine grpc"; do \
 		conf="$${run%%:*}"; args="$${run#*:}"; start=$$(date +%s); \
 		echo "conformance: conformance/$$conf.yaml, conformance-server $$args"; \
 		if bin/connectconformance --mode server --conf "conformance/$$conf.yaml" $(CONFORMANCE_FLAGS) -- bin/conformance-server $$args; then \

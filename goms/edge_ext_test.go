@@ -1,9 +1,12 @@
 package goms_test
 
 import (
+	"context"
 	"errors"
 	"io"
+	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -109,5 +112,41 @@ func TestEdge(t *testing.T) {
 				t.Errorf("end of Lookup: %v, want EOF", err)
 			}
 		})
+	}
+}
+
+// TestEdgeStreamEndedEarly checks that a bidi stream the remote ends before
+// the client has finished sending (its first message is over the remote's
+// limit) ends through the edge too, with the remote's error, while the
+// client still holds its side of the stream open.
+func TestEdgeStreamEndedEarly(t *testing.T) {
+	t.Parallel()
+	backend := gomstest.Start(t, goms.Config{
+		Listeners:       []goms.Listener{{Name: "gateway"}},
+		MaxMessageBytes: 1024,
+	}, func(srv *goms.Server) error {
+		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...))
+	})
+	edge := gomstest.Start(t, goms.Config{
+		Listeners: []goms.Listener{{Name: "edge"}},
+		Remotes: []goms.Remote{{
+			Name: "goms", Service: gomsv1connect.GoMsServiceName,
+			Targets: []string{backend.Addr("gateway")}, Expose: []string{"edge"},
+		}},
+	}, func(*goms.Server) error { return nil })
+
+	for _, opt := range []connect.ClientOption{connect.WithGRPC(), connect.WithProtoJSON()} {
+		client := gomsv1connect.NewGoMsServiceClient(gomstest.H2C(t), edge.URL("edge"), opt)
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		bidi := client.Lookup(ctx)
+		if err := bidi.Send(&gomsv1.LookupRequest{Id: strings.Repeat("x", 4096)}); err != nil {
+			t.Fatal(err)
+		}
+		// The request side stays open: the answer must not wait for it.
+		_, err := bidi.Receive()
+		gomstest.WantError(t, err, connect.CodeResourceExhausted)
+		_ = bidi.CloseRequest()
+		_ = bidi.CloseResponse()
+		cancel()
 	}
 }

@@ -447,7 +447,7 @@ func (s *Server) exposeRemotes() error {
 // trailers; the balancing, failover and errors are those of
 // Server.Client's remote calls.
 func (r *remote) proxy() http.Handler {
-	return &httputil.ReverseProxy{
+	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = r.scheme
 			pr.Out.URL.Host = r.Service
@@ -463,7 +463,24 @@ func (r *remote) proxy() http.Handler {
 		},
 		ErrorLog: slog.NewLogLogger(r.s.logger.Handler(), slog.LevelDebug),
 	}
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.ProtoMajor >= 2 && req.Body != nil && req.Body != http.NoBody {
+			// ReverseProxy hands the transport a body whose Close does
+			// nothing, and the HTTP/2 transport's response Close waits
+			// for the request body's copy to end. When the remote ends a
+			// bidi stream early (a first message over its limit) while
+			// the client keeps its half open, that copy would wait for
+			// the client forever: closing the inbound body with the
+			// response ends it.
+			req = req.WithContext(context.WithValue(req.Context(), inboundBodyKey{}, req.Body))
+		}
+		rp.ServeHTTP(w, req)
+	})
 }
+
+// inboundBodyKey is the context key of the request body an edge proxies,
+// closed when the response it got is closed.
+type inboundBodyKey struct{}
 
 // roundTripper adapts a Do function to http.RoundTripper.
 type roundTripper func(*http.Request) (*http.Response, error)
@@ -519,7 +536,8 @@ func (c remoteClient) Do(req *http.Request) (*http.Response, error) {
 		res, err := cc.RoundTrip(out)
 		if err == nil {
 			body.finish(false)
-			res.Body = &endpointBody{ReadCloser: res.Body, ep: ep}
+			inbound, _ := req.Context().Value(inboundBodyKey{}).(io.Closer)
+			res.Body = &endpointBody{ReadCloser: res.Body, ep: ep, inbound: inbound}
 			return res, nil
 		}
 		ep.inFlight.Add(-1)
@@ -639,8 +657,11 @@ func (b *trackedBody) replay() *trackedBody {
 // body is closed or read to the end.
 type endpointBody struct {
 	io.ReadCloser
-	ep   *endpoint
-	once sync.Once
+	ep *endpoint
+	// inbound, for a call an edge proxies over HTTP/2, is the client's
+	// request body, closed with the response.
+	inbound io.Closer
+	once    sync.Once
 }
 
 func (b *endpointBody) Read(p []byte) (int, error) {
@@ -653,6 +674,9 @@ func (b *endpointBody) Read(p []byte) (int, error) {
 
 func (b *endpointBody) Close() error {
 	b.done()
+	if b.inbound != nil {
+		_ = b.inbound.Close()
+	}
 	return b.ReadCloser.Close()
 }
 
