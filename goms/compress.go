@@ -45,3 +45,8 @@ func (r *boundedGzipReader) Reset(src io.Reader) error {
 	r.read = 0
 	return r.Reader.Reset(src)
 }
+
+// compressMinBytes is the size from which handlers compress a response
+// the client accepts compressed. connect-go's default compresses every
+// response; grpc-go's only those to clients that compressed their request.
+const compressMinBytes = 1024

@@ -280,6 +280,7 @@ func (s *Server) initInterceptors() error {
 	s.handlerOpts = []connect.HandlerOption{
 		connect.WithReadMaxBytes(s.cfg.MaxMessageBytes),
 		boundedGzip(s.cfg.MaxMessageBytes),
+		connect.WithCompressMinBytes(compressMinBytes),
 		connect.WithInterceptors(drainInterceptor{}, dispatchInterceptor{s: s}),
 	}
 	// Propagation runs innermost on the client side, after tracing and

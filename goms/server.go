@@ -328,9 +328,12 @@ func (s *Server) listenerNames() string {
 
 // HandlerOptions returns the connect handler options every handler mounted
 // on s should be built with: the message size limit of
-// Config.MaxMessageBytes and the interceptor that ends calls cut by
-// shutdown with CodeUnavailable. Pass them to generated constructors, and
-// append options of your own after them.
+// Config.MaxMessageBytes, compressed requests bounded by it too,
+// responses compressed only from 1 KiB (when the client accepts it: below
+// that gzip costs more CPU than it saves bandwidth), the interceptors of
+// the configuration, and the one that ends calls cut by shutdown with
+// CodeUnavailable. Pass them to generated constructors, and append
+// options of your own after them.
 func (s *Server) HandlerOptions() []connect.HandlerOption {
 	return slices.Clip(s.handlerOpts)
 }
