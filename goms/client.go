@@ -1,16 +1,20 @@
 package goms
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 )
 
 // Client returns the HTTP client and base URL to call the named service
@@ -47,8 +51,8 @@ type inProcessClient struct {
 const inProcessAddr = "in-process"
 
 func (c inProcessClient) Do(req *http.Request) (*http.Response, error) {
-	h := c.s.inProcessHandler(c.service, req.URL.Path)
-	if h == nil {
+	route, ok := c.s.inProcessRoute(c.service, req.URL.Path)
+	if !ok {
 		if r, ok := c.s.remotes[c.service]; ok {
 			return remoteClient{r: r}.Do(req)
 		}
@@ -56,6 +60,10 @@ func (c inProcessClient) Do(req *http.Request) (*http.Response, error) {
 			_ = req.Body.Close()
 		}
 		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("goms: service %s is not mounted in this process", c.service))
+	}
+	if route.unary && req.GetBody != nil {
+		// A unary request's body is whole: serve it on this goroutine.
+		return c.serveUnary(route.h, req)
 	}
 	// The handler gets a context of its own: the caller's deadline and
 	// cancellation, the server's shutdown, but none of the caller's values
@@ -72,36 +80,15 @@ func (c inProcessClient) Do(req *http.Request) (*http.Response, error) {
 			cancel(context.Cause(req.Context()))
 		}
 	})
-
-	body := req.Body
-	if body == nil {
-		body = http.NoBody
-	}
-	in := (&http.Request{
-		Method:        req.Method,
-		URL:           req.URL,
-		Proto:         "HTTP/2.0",
-		ProtoMajor:    2,
-		Header:        req.Header,
-		Body:          body,
-		ContentLength: req.ContentLength,
-		Host:          c.service,
-		RemoteAddr:    inProcessAddr,
-		RequestURI:    req.URL.RequestURI(),
-	}).WithContext(ctx)
+	in := c.request(req, ctx)
 	pr, pw := io.Pipe()
 	w := &inProcessWriter{
 		header: make(http.Header, 4),
 		body:   pw,
 		ready:  make(chan struct{}),
-		res: &http.Response{
-			Proto:      "HTTP/2.0",
-			ProtoMajor: 2,
-			Body:       &inProcessBody{PipeReader: pr},
-			Request:    req,
-			Trailer:    make(http.Header),
-		},
+		res:    newInProcessResponse(req),
 	}
+	w.res.Body = &inProcessBody{PipeReader: pr}
 	go func() {
 		defer func() {
 			stop()
@@ -116,6 +103,7 @@ func (c inProcessClient) Do(req *http.Request) (*http.Response, error) {
 				w.once.Do(func() { close(w.ready) })
 			}
 		}()
+		h := route.h
 		h.ServeHTTP(w, in)
 		w.finish()
 	}()
@@ -130,6 +118,137 @@ func (c inProcessClient) Do(req *http.Request) (*http.Response, error) {
 		_ = pr.CloseWithError(req.Context().Err())
 		return nil, req.Context().Err()
 	}
+}
+
+// serveUnary serves a unary call on the caller's goroutine: no goroutine,
+// no pipe; the response is whole when the handler returns. The handler's
+// context has the caller's deadline and cancellation, and the server's
+// shutdown, but none of the caller's values.
+func (c inProcessClient) serveUnary(h http.Handler, req *http.Request) (res *http.Response, err error) {
+	w := &inProcessWriter{header: make(http.Header, 4), res: newInProcessResponse(req)}
+	buf := getInProcessBuffer()
+	w.buf = buf
+	defer func() {
+		if v := recover(); v != nil {
+			c.s.logger.Error("goms: in-process handler panicked", "path", req.URL.Path, "panic", v)
+			putInProcessBuffer(buf)
+			res, err = nil, connect.NewError(connect.CodeInternal, errors.New("goms: handler panicked"))
+		}
+	}()
+	if c.s.base.Err() != nil {
+		// After shutdown, as the drain interceptor would say.
+		return nil, connect.NewError(connect.CodeUnavailable, context.Cause(c.s.base))
+	}
+	// The server's shutdown, at the end of its grace period, cuts the call
+	// as it does calls from the network.
+	ctx, cancel := context.WithCancelCause(valuelessContext{req.Context()})
+	defer cancel(nil)
+	stop := context.AfterFunc(c.s.base, func() { cancel(context.Cause(c.s.base)) })
+	defer stop()
+	h.ServeHTTP(w, c.request(req, ctx))
+	w.finish()
+	w.res.ContentLength = int64(buf.Len())
+	w.res.Body = &inProcessBufferBody{buf: buf}
+	return w.res, nil
+}
+
+// request is the server side of an in-process request: the caller's
+// method, URL and body, its headers but those accepting compressed
+// responses (pointless without a network), and ctx.
+func (c inProcessClient) request(req *http.Request, ctx context.Context) *http.Request {
+	body := req.Body
+	if body == nil {
+		body = http.NoBody
+	}
+	header := make(http.Header, len(req.Header))
+	for k, v := range req.Header {
+		switch k {
+		case "Accept-Encoding", "Grpc-Accept-Encoding", "Connect-Accept-Encoding":
+		default:
+			header[k] = v
+		}
+	}
+	return (&http.Request{
+		Method:        req.Method,
+		URL:           req.URL,
+		Proto:         "HTTP/2.0",
+		ProtoMajor:    2,
+		Header:        header,
+		Body:          body,
+		ContentLength: req.ContentLength,
+		Host:          c.service,
+		RemoteAddr:    inProcessAddr,
+		RequestURI:    req.URL.Path,
+	}).WithContext(ctx)
+}
+
+func newInProcessResponse(req *http.Request) *http.Response {
+	return &http.Response{
+		Proto:         "HTTP/2.0",
+		ProtoMajor:    2,
+		Request:       req,
+		Trailer:       make(http.Header),
+		ContentLength: -1,
+	}
+}
+
+// valuelessContext is a context with the deadline and cancellation of
+// another and no values. Its AfterFunc lets contexts derived from it (a
+// handler's timeout) hang on the other's cancellation without a goroutine.
+type valuelessContext struct{ context.Context }
+
+func (valuelessContext) Value(any) any { return nil }
+
+func (c valuelessContext) AfterFunc(f func()) (stop func() bool) {
+	return context.AfterFunc(c.Context, f)
+}
+
+// inProcessRoute is how in-process calls of one procedure are served.
+type inProcessRoute struct {
+	h http.Handler
+	// unary is true for methods that are neither client nor server
+	// streaming.
+	unary bool
+}
+
+// inProcessRoute returns the route of path for service, or false when no
+// listener of s mounts the service.
+func (s *Server) inProcessRoute(service, path string) (inProcessRoute, bool) {
+	if table := s.inProcess.Load(); table != nil && servicePath(path, service) {
+		if r, ok := (*table)[path]; ok {
+			return r, true
+		}
+	}
+	// Before Listen, a procedure the service does not have, or a service
+	// whose descriptor is not registered.
+	h := s.inProcessHandler(service, path)
+	return inProcessRoute{h: h}, h != nil
+}
+
+// servicePath tells whether path is "/" + service + "/" + something.
+func servicePath(path, service string) bool {
+	return len(path) > len(service)+2 && path[0] == '/' && path[1:len(service)+1] == service && path[len(service)+1] == '/'
+}
+
+// buildInProcessRoutes makes the table of in-process routes, once the
+// mounts are final. Called with s.mu held.
+func (s *Server) buildInProcessRoutes() {
+	table := make(map[string]inProcessRoute)
+	for _, l := range s.listeners {
+		for path, h := range l.routes.procedures {
+			service, method, _ := strings.Cut(strings.TrimPrefix(path, "/"), "/")
+			if _, seen := table[path]; seen || s.remotes[service] != nil {
+				continue
+			}
+			r := inProcessRoute{h: h}
+			desc, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(service + "." + method))
+			if md, ok := desc.(protoreflect.MethodDescriptor); err == nil && ok {
+				r.unary = !md.IsStreamingClient() && !md.IsStreamingServer()
+			}
+			table[path] = r
+		}
+	}
+	s.inProcess.Store(&table)
 }
 
 // inProcessHandler returns the handler that serves path for service, or
@@ -160,11 +279,14 @@ func (u unknownProcedureHandler) ServeHTTP(w http.ResponseWriter, r *http.Reques
 // pipe, and trailers are set on the response before the body ends.
 type inProcessWriter struct {
 	header http.Header
-	body   *io.PipeWriter
 	res    *http.Response
-	ready  chan struct{}
-	once   sync.Once
 	wrote  bool
+	// Either the body streams through a pipe, the headers handed over on
+	// ready, or it is kept whole in buf (unary calls).
+	body  *io.PipeWriter
+	ready chan struct{}
+	once  sync.Once
+	buf   *bytes.Buffer
 }
 
 func (w *inProcessWriter) Header() http.Header { return w.header }
@@ -175,7 +297,7 @@ func (w *inProcessWriter) WriteHeader(code int) {
 	}
 	w.wrote = true
 	w.res.StatusCode = code
-	w.res.Status = fmt.Sprintf("%d %s", code, http.StatusText(code))
+	w.res.Status = statusText(code)
 	h := make(http.Header, len(w.header))
 	for k, v := range w.header {
 		if _, trailer := strings.CutPrefix(k, http.TrailerPrefix); k == "Trailer" || trailer {
@@ -184,13 +306,25 @@ func (w *inProcessWriter) WriteHeader(code int) {
 		h[k] = slices.Clone(v)
 	}
 	w.res.Header = h
-	w.res.ContentLength = -1
-	w.once.Do(func() { close(w.ready) })
+	if w.ready != nil {
+		w.once.Do(func() { close(w.ready) })
+	}
+}
+
+// statusText is the Status of a response with the given code.
+func statusText(code int) string {
+	if code == http.StatusOK {
+		return "200 OK"
+	}
+	return strconv.Itoa(code) + " " + http.StatusText(code)
 }
 
 func (w *inProcessWriter) Write(p []byte) (int, error) {
 	if !w.wrote {
 		w.WriteHeader(http.StatusOK)
+	}
+	if w.buf != nil {
+		return w.buf.Write(p)
 	}
 	return w.body.Write(p)
 }
@@ -214,7 +348,9 @@ func (w *inProcessWriter) finish() {
 			w.res.Trailer[k] = v
 		}
 	}
-	_ = w.body.Close()
+	if w.body != nil {
+		_ = w.body.Close()
+	}
 }
 
 // inProcessBody ends the handler's writes when the caller stops reading.
@@ -222,4 +358,45 @@ type inProcessBody struct{ *io.PipeReader }
 
 func (b *inProcessBody) Close() error {
 	return b.CloseWithError(errors.New("goms: in-process response body closed"))
+}
+
+// inProcessBuffers holds the response buffers of unary in-process calls.
+var inProcessBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledBuffer is the largest buffer put back in the pool.
+const maxPooledBuffer = 64 << 10
+
+func getInProcessBuffer() *bytes.Buffer { return inProcessBuffers.Get().(*bytes.Buffer) }
+
+func putInProcessBuffer(b *bytes.Buffer) {
+	if b.Cap() <= maxPooledBuffer {
+		b.Reset()
+		inProcessBuffers.Put(b)
+	}
+}
+
+// inProcessBufferBody is the body of a unary in-process response. Close
+// gives its buffer back.
+type inProcessBufferBody struct {
+	mu  sync.Mutex
+	buf *bytes.Buffer
+}
+
+func (b *inProcessBufferBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.buf == nil {
+		return 0, errors.New("goms: read on a closed in-process response body")
+	}
+	return b.buf.Read(p)
+}
+
+func (b *inProcessBufferBody) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.buf != nil {
+		putInProcessBuffer(b.buf)
+		b.buf = nil
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package goms_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -126,4 +127,89 @@ func TestClientLifecycle(t *testing.T) {
 	}
 	_, err = client.List(t.Context(), connect.NewRequest(&gomsv1.ListRequest{}))
 	gomstest.WantError(t, err, connect.CodeUnavailable)
+}
+
+// probeService answers Get from its context: whether the caller's value
+// reached it and how far its deadline is; an id of "panic" panics and one
+// of "block" waits for the context to end.
+type probeService struct {
+	gomsv1connect.UnimplementedGoMsServiceHandler
+	started chan struct{}
+}
+
+type callerKey struct{}
+
+func (p *probeService) Get(ctx context.Context, req *connect.Request[gomsv1.GetRequest]) (*connect.Response[gomsv1.GetResponse], error) {
+	switch req.Msg.GetId() {
+	case "panic":
+		panic("probe panicked")
+	case "block":
+		close(p.started)
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	name := "no value"
+	if ctx.Value(callerKey{}) != nil {
+		name = "caller's value"
+	}
+	if deadline, ok := ctx.Deadline(); ok {
+		name += fmt.Sprintf(", deadline in %s", time.Until(deadline).Round(time.Minute))
+	}
+	return connect.NewResponse(&gomsv1.GetResponse{Item: &gomsv1.Item{Name: name}}), nil
+}
+
+// TestClientUnaryContext checks the context of unary in-process calls,
+// which run on the caller's goroutine: the caller's deadline and
+// cancellation reach the handler, its values do not, a panic is an
+// internal error, and shutdown cuts a call still running at the end of
+// the grace period.
+func TestClientUnaryContext(t *testing.T) {
+	t.Parallel()
+	probe := &probeService{started: make(chan struct{})}
+	srv := gomstest.Start(t, goms.Config{
+		Listeners:       []goms.Listener{{Name: "grpc", Mode: goms.ModeGRPC}},
+		ShutdownTimeout: 100 * time.Millisecond,
+	}, func(srv *goms.Server) error {
+		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(probe, srv.HandlerOptions()...))
+	})
+	httpClient, baseURL := srv.Server.Client(gomsv1connect.GoMsServiceName)
+	for _, opt := range []connect.ClientOption{connect.WithGRPC(), connect.WithProtoJSON()} {
+		client := gomsv1connect.NewGoMsServiceClient(httpClient, baseURL, opt)
+		ctx, cancel := context.WithTimeout(context.WithValue(t.Context(), callerKey{}, "secret"), time.Hour)
+		res, err := client.Get(ctx, connect.NewRequest(&gomsv1.GetRequest{Id: "probe"}))
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := res.Msg.GetItem().GetName(), "no value, deadline in 1h0m0s"; got != want {
+			t.Errorf("handler saw %q, want %q", got, want)
+		}
+		_, err = client.Get(t.Context(), connect.NewRequest(&gomsv1.GetRequest{Id: "panic"}))
+		gomstest.WantError(t, err, connect.CodeInternal)
+
+		ctx, cancel = context.WithCancel(t.Context())
+		time.AfterFunc(50*time.Millisecond, cancel)
+		probe.started = make(chan struct{})
+		_, err = client.Get(ctx, connect.NewRequest(&gomsv1.GetRequest{Id: "block"}))
+		gomstest.WantError(t, err, connect.CodeCanceled)
+	}
+
+	client := gomsv1connect.NewGoMsServiceClient(httpClient, baseURL, connect.WithGRPC())
+	probe.started = make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := client.Get(context.Background(), connect.NewRequest(&gomsv1.GetRequest{Id: "block"}))
+		errc <- err
+	}()
+	<-probe.started
+	srv.Stop()
+	select {
+	case err := <-errc:
+		gomstest.WantError(t, err, connect.CodeUnavailable)
+	case <-time.After(10 * time.Second):
+		t.Fatal("shutdown did not cut an in-process call after its grace period")
+	}
+	if err := srv.Wait(t); err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
 }

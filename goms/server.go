@@ -165,6 +165,9 @@ type Server struct {
 	auth        *authInterceptor // nil unless Config.Auth is on
 	health      *grpchealth.StaticChecker
 	ready       atomic.Bool
+	// inProcess routes the in-process calls of Client by procedure path;
+	// set by Listen.
+	inProcess atomic.Pointer[map[string]inProcessRoute]
 
 	// base is the parent of every request context; cancelling it with
 	// errShuttingDown ends the calls still running after the grace period.
@@ -419,6 +422,7 @@ func (s *Server) Listen() error {
 		}
 		l.ln = ln
 	}
+	s.buildInProcessRoutes()
 	s.state = stateListening
 	return nil
 }
