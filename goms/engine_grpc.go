@@ -98,9 +98,11 @@ func (e *grpcEngine) newGRPCServer() *grpc.Server {
 }
 
 // streamWorkers is the number of goroutines that run gRPC calls; calls
-// beyond it get a goroutine of their own, as without workers.
+// beyond it get a goroutine of their own, as without workers. As many as
+// net/http listeners keep (workersPerCPU): a connection's reader hands
+// out a whole batch of streams before the workers run.
 func streamWorkers() uint32 {
-	return uint32(16 * runtime.GOMAXPROCS(0))
+	return uint32(workersPerCPU * runtime.GOMAXPROCS(0))
 }
 
 // serve routes the connections of ln until it is closed, and then

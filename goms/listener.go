@@ -228,8 +228,10 @@ type listener struct {
 	routes    routes
 	http      *http.Server
 	grpc      *grpcEngine // nil unless Engine is EngineGRPC
-	admin     bool        // the admin listener
-	ln        net.Listener
+	// workers run the net/http server's HTTP/2 requests.
+	workers *workers
+	admin   bool // the admin listener
+	ln      net.Listener
 	// rejections holds the error answered for each protocol the mode
 	// excludes, built once.
 	rejections [protocolConnect + 1]*connect.Error
@@ -252,6 +254,7 @@ func newListener(s *Server, cfg Listener, tlsConfig *tls.Config) *listener {
 		l.rejections[p] = rejection(cfg.Name, cfg.Mode, protocol(p))
 	}
 	l.cors = cfg.CORS.handler(cfg.REST, http.HandlerFunc(l.route))
+	l.workers = newWorkers()
 	l.http = l.newHTTPServer(s, tlsConfig)
 	if cfg.Engine == EngineGRPC {
 		l.grpc = newGRPCEngine(s, l)
@@ -270,7 +273,7 @@ func (l *listener) newHTTPServer(s *Server, tlsConfig *tls.Config) *http.Server 
 		protocols.SetUnencryptedHTTP2(true)
 	}
 	return &http.Server{
-		Handler:           l,
+		Handler:           httpServerHandler{l},
 		Protocols:         &protocols,
 		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
@@ -304,6 +307,7 @@ func (l *listener) serve() error {
 // shutdown stops accepting, drains the listener's connections and reports
 // whether they all finished before ctx ended.
 func (l *listener) shutdown(ctx context.Context) bool {
+	defer l.workers.close()
 	if l.grpc != nil {
 		_ = l.ln.Close()
 		return l.grpc.shutdown(ctx)
@@ -314,12 +318,25 @@ func (l *listener) shutdown(ctx context.Context) bool {
 
 // close closes the listener and its connections at once.
 func (l *listener) close() {
+	defer l.workers.close()
 	if l.grpc != nil {
 		_ = l.ln.Close()
 		l.grpc.close()
 		return
 	}
 	_ = l.http.Close()
+}
+
+// httpServerHandler is the handler of the listener's net/http server:
+// HTTP/2 requests run on the listener's workers.
+type httpServerHandler struct{ l *listener }
+
+func (h httpServerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 2 {
+		h.l.workers.serve(h.l, w, r)
+		return
+	}
+	h.l.ServeHTTP(w, r)
 }
 
 // ServeHTTP routes one request: CORS first, when configured, so that
