@@ -123,13 +123,30 @@ func (r *recordingReader) Read(p []byte) (int, error) {
 // returns them again before reading on.
 type replayConn struct {
 	net.Conn
-	seen *bytes.Reader
-	tls  *tls.ConnectionState
+	seen   *bytes.Reader
+	tls    *tls.ConnectionState
+	remote net.Addr
 }
 
 func newReplayConn(c net.Conn, seen []byte, state *tls.ConnectionState) net.Conn {
-	return &replayConn{Conn: c, seen: bytes.NewReader(seen), tls: state}
+	rc := &replayConn{Conn: c, seen: bytes.NewReader(seen), tls: state, remote: c.RemoteAddr()}
+	if rc.remote != nil {
+		rc.remote = addrString{Addr: rc.remote, s: rc.remote.String()}
+	}
+	return rc
 }
+
+// RemoteAddr returns the peer's address, whose String every call of the
+// connection asks for, worked out once.
+func (c *replayConn) RemoteAddr() net.Addr { return c.remote }
+
+// addrString is a net.Addr whose String is computed once.
+type addrString struct {
+	net.Addr
+	s string
+}
+
+func (a addrString) String() string { return a.s }
 
 func (c *replayConn) Read(p []byte) (int, error) {
 	if c.seen.Len() > 0 {

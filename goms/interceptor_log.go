@@ -2,7 +2,6 @@ package goms
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"log/slog"
 	"math/rand/v2"
@@ -34,12 +33,13 @@ func requestID(h interface{ Get(string) string }) string {
 	if id := h.Get(RequestIDHeader); id != "" && len(id) <= maxRequestIDLen {
 		return id
 	}
-	var b [8]byte
+	const digits = "0123456789abcdef"
+	var b [16]byte
 	v := rand.Uint64()
 	for i := range b {
-		b[i] = byte(v >> (8 * i))
+		b[i] = digits[v>>(60-4*i)&0xf]
 	}
-	return hex.EncodeToString(b[:])
+	return string(b[:])
 }
 
 // accessLogInterceptor writes one record per call once it ends, at
