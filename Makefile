@@ -201,7 +201,7 @@ tidy: ## go mod tidy for both modules
 # generators and grpc-gateway stay out of goms's dependencies). It needs two
 # CPUs: servers are bound to CPU 0, the load client to CPU 1.
 .PHONY: bench
-bench: ## Load benchmark vs connect-go, grpc-go, grpc-gateway (~13 min); writes docs/benchmarks.md
+bench: ## Load benchmark vs connect-go, grpc-go, grpc-gateway (~18 min); writes docs/benchmarks.md
 	cd bench && $(GO) run ./cmd/bench -out ../docs/benchmarks.md
 
 .PHONY: bench-quick

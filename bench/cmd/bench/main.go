@@ -1,16 +1,19 @@
 // Command bench is the load benchmark of goms: it builds and starts, each
 // in its own process bound to one CPU, goms (the examples/gateway setup,
-// on both engines), a bare connect-go handler, a grpc-go server and
-// grpc-gateway in front of grpc-go; it loads them in turn from this
-// process, bound to another CPU, one protocol at a time, and prints
-// markdown tables of throughput, latency, server CPU and allocations per
-// request, and memory, with ratios against connect-go and grpc-go or
-// grpc-gateway.
+// on both engines; its default stack; the default stack with metrics,
+// tracing and the access log; and without interceptors), a bare
+// connect-go handler, a grpc-go server and grpc-gateway in front of
+// grpc-go; it loads them in turn from this process, bound to another CPU,
+// one protocol at a time, and prints markdown tables of throughput,
+// latency, server CPU and allocations per request, and memory, with
+// ratios against connect-go and grpc-go or grpc-gateway. It also compares,
+// within this process, the CPU cost of a call to a co-located goms
+// service made in-process with that of the same call over loopback.
 //
-// Run it from the bench module: `make bench` (full, about 13 minutes,
+// Run it from the bench module: `make bench` (full, about 18 minutes,
 // writes docs/benchmarks.md) or `make bench-quick` (a few seconds: checks
-// that every server answers every protocol it serves; timings mean
-// nothing).
+// that every server answers every protocol it serves, and that the
+// in-process measurement runs; timings mean nothing).
 package main
 
 import (
@@ -125,7 +128,8 @@ func parseCPUs(s string) ([]int, error) {
 func run(ctx context.Context, cfg config, args []string) error {
 	began := time.Now()
 	runs := plan(cfg.filter)
-	if len(runs) == 0 {
+	inProcess := cfg.filter == nil || cfg.filter.MatchString(inProcessName)
+	if len(runs) == 0 && !inProcess {
 		return errors.New("-run: no case matches")
 	}
 	env := describeMachine()
@@ -173,20 +177,42 @@ func run(ctx context.Context, cfg config, args []string) error {
 	if err != nil {
 		return err
 	}
+	var inProcessCalls inProcessResult
+	if inProcess {
+		logf("measuring %s in this process: %d rounds (%v warm-up + %v each)", inProcessName, cfg.rounds, cfg.warmup, cfg.duration)
+		var clientCPUs []int
+		if env.pinned {
+			clientCPUs = cfg.clientCPUs
+		}
+		if inProcessCalls, err = measureInProcess(ctx, cfg, clientCPUs); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			failures = append(failures, fmt.Sprintf("  %s: %v", inProcessName, err))
+			logf("%s: FAILED: %v", inProcessName, err)
+		}
+	}
 	rep := report{
-		cfg:      cfg,
-		env:      env,
-		command:  commandLine(args),
-		runs:     runs,
-		results:  results,
-		retried:  retried,
-		idle:     idle,
-		elapsed:  time.Since(began),
-		finished: time.Now(),
+		cfg:       cfg,
+		env:       env,
+		command:   commandLine(args),
+		runs:      runs,
+		results:   results,
+		inProcess: inProcessCalls,
+		retried:   retried,
+		idle:      idle,
+		elapsed:   time.Since(began),
+		finished:  time.Now(),
 	}
 	md := rep.markdown()
 	if cfg.quick {
-		logf("quick check done: %d cases and %d idle-memory measurements ran", len(runs), len(idle))
+		what := "not run (-run)"
+		if inProcessCalls.measured() {
+			what = "ran"
+		} else if inProcess {
+			what = "failed"
+		}
+		logf("quick check done: %d cases and %d idle-memory measurements ran; %s %s", len(runs), len(idle), inProcessName, what)
 	} else {
 		fmt.Print(md)
 	}

@@ -24,7 +24,7 @@ func (s scenario) String() string {
 
 // scenarios is the case matrix: every protocol with small messages at 50
 // calls in flight, and the three most used protocols at 1 in flight and
-// with 10 KiB messages, which keeps the full run near 13 minutes.
+// with 10 KiB messages, which keeps the full run near 18 minutes.
 func scenarios() []scenario {
 	core := []load.Protocol{load.GRPC, load.ConnectProtoH2C, load.ConnectJSONHTTP1}
 	return []scenario{
@@ -54,7 +54,7 @@ func plan(filter *regexp.Regexp) []caseRun {
 			for _, k := range Kinds() {
 				c := caseRun{scenario: i, protocol: p, kind: k}
 				// The breakdown of goms's cost is for the main scenario.
-				if k == KindGomsNone && i > 0 {
+				if k.mainScenarioOnly() && i > 0 {
 					continue
 				}
 				if k.Serves(p) && (filter == nil || filter.MatchString(c.name())) {
@@ -186,7 +186,7 @@ func runCase(ctx context.Context, cfg config, s *server, p load.Protocol, sc sce
 		return sample{}, err
 	}
 	defer caller.Close()
-	if err := s.truncateLog(); err != nil {
+	if err := s.truncateLogs(); err != nil {
 		return sample{}, err
 	}
 	if err := resetPeakRSS(s.pid()); err != nil {
@@ -225,6 +225,9 @@ func runCase(ctx context.Context, cfg config, s *server, p load.Protocol, sc sce
 	}
 	if res.FirstError != nil {
 		return sample{}, res.FirstError
+	}
+	if err := s.checkAccessLog(); err != nil {
+		return sample{}, err
 	}
 	peak, err := procStatus(s.pid(), "VmHWM")
 	if err != nil {
@@ -282,19 +285,6 @@ func ratio(a, b []sample, f func(sample) float64) (float64, bool) {
 		rs[i] = f(a[i]) / f(b[i])
 	}
 	return medianOf(rs), true
-}
-
-// difference returns the median over rounds of f(a)-f(b), or false when
-// a round lacks one of them.
-func difference(a, b []sample, f func(sample) float64) (float64, bool) {
-	if len(a) == 0 || len(a) != len(b) {
-		return 0, false
-	}
-	ds := make([]float64, len(a))
-	for i := range a {
-		ds[i] = f(a[i]) - f(b[i])
-	}
-	return medianOf(ds), true
 }
 
 func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

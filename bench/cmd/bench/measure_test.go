@@ -48,6 +48,15 @@ func TestPlan(t *testing.T) {
 	if !seen[caseRun{0, load.ConnectJSONHTTP1, KindGateway}] || !seen[caseRun{0, load.GRPC, KindGomsEngine}] {
 		t.Error("the plan lacks the reference cases")
 	}
+	for _, k := range []Kind{KindGomsDefault, KindGomsObserved, KindGoms} {
+		for i, sc := range scenarios() {
+			for _, p := range sc.protocols {
+				if want := i == 0 || k == KindGomsDefault; seen[caseRun{i, p, k}] != want {
+					t.Errorf("%s measured in %s, %s: %v, want %v", k, sc, p, !want, want)
+				}
+			}
+		}
+	}
 	only := plan(regexp.MustCompile(`/gRPC, h2c/grpcgo$`))
 	if len(only) != len(scenarios()) {
 		t.Errorf("filtered plan has %d runs, want one per scenario", len(only))

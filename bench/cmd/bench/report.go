@@ -11,15 +11,17 @@ import (
 
 // report renders the results as markdown.
 type report struct {
-	cfg      config
-	env      machine
-	command  string
-	runs     []caseRun
-	results  map[caseRun][]sample
-	retried  int
-	idle     []idleResult
-	elapsed  time.Duration
-	finished time.Time
+	cfg     config
+	env     machine
+	command string
+	runs    []caseRun
+	results map[caseRun][]sample
+	// inProcess is the in-process vs loopback measurement, if it ran.
+	inProcess inProcessResult
+	retried   int
+	idle      []idleResult
+	elapsed   time.Duration
+	finished  time.Time
 }
 
 const none = "—"
@@ -36,6 +38,7 @@ func (r report) markdown() string {
 	r.writeTargets(w)
 	r.writeBreakdown(w)
 	r.writeResults(w)
+	r.writeInProcess(w)
 	r.writeIdle(w)
 	w("%s", method)
 	return b.String()
@@ -77,7 +80,9 @@ func (r report) writeSetup(w func(string, ...any)) {
 
 func (r report) writeTargets(w func(string, ...any)) {
 	w("## Targets\n\n")
-	w("Goals from the benchmark issue, with the measured value (medians of the per-round ratios, small payload, 50 concurrent unless said).\n\n")
+	w("Goals from the benchmark issue, with the measured value (medians of the per-round ratios, small payload, 50 concurrent unless said).\n")
+	w("\"goms\" alone is the examples/gateway setup; the comparisons with grpc-go and grpc-gateway use goms's default stack,\n")
+	w("as those run bare; Method describes each server.\n\n")
 	w("| target | goal | measured | met |\n| --- | --- | --- | --- |\n")
 	row := func(name, goal string, v float64, ok bool, unit string, met bool) {
 		if !ok {
@@ -91,28 +96,35 @@ func (r report) writeTargets(w func(string, ...any)) {
 	p99 := func(s sample) float64 { return float64(s.p99) }
 	first := scenarios()[0]
 	for _, p := range first.protocols {
-		v, ok := r.ratio(0, p, KindGoms, KindConnect, cpu)
-		row("goms server CPU per call ÷ connect-go, "+p.String(), "≤ 1.05×", v, ok, "%.2f×", v <= 1.05)
+		v, ok := r.ratio(0, p, KindGomsDefault, KindConnect, cpu)
+		row("goms default stack server CPU per call ÷ connect-go, "+p.String(), "≤ 1.05×", v, ok, "%.2f×", v <= 1.05)
+	}
+	for _, p := range first.protocols {
+		v, ok := r.ratio(0, p, KindGomsObserved, KindConnect, cpu)
+		row("goms with metrics, tracing (sampling off) and access log, server CPU per call ÷ connect-go, "+p.String(), "≤ 1.15×", v, ok, "%.2f×", v <= 1.15)
 	}
 	v, ok := r.ratio(0, load.GRPC, KindGomsEngine, KindConnect, cpu)
-	row("goms (grpc engine) server CPU per call ÷ connect-go, gRPC", "≤ 1.05×", v, ok, "%.2f×", v <= 1.05)
+	row("goms (default stack, grpc engine) server CPU per call ÷ connect-go, gRPC", "≤ 1.05×", v, ok, "%.2f×", v <= 1.05)
 	worst, where := 0.0, ""
 	for i, sc := range scenarios()[1:] {
 		for _, p := range sc.protocols {
-			if v, ok := r.ratio(i+1, p, KindGoms, KindConnect, cpu); ok && v > worst {
+			if v, ok := r.ratio(i+1, p, KindGomsDefault, KindConnect, cpu); ok && v > worst {
 				worst, where = v, sc.String()+", "+p.String()
 			}
 		}
 	}
-	row("goms server CPU per call ÷ connect-go, worst other case ("+orNone(where)+")", "≤ 1.05×", worst, where != "", "%.2f×", worst <= 1.05)
-	v, ok = r.ratio(0, load.ConnectJSONHTTP1, KindGoms, KindGateway, thr)
-	row("goms Connect JSON over HTTP/1.1 throughput ÷ grpc-gateway", "≥ 2.5×", v, ok, "%.2f×", v >= 2.5)
-	v, ok = r.ratio(0, load.ConnectJSONHTTP1, KindGoms, KindGateway, p99)
-	row("goms Connect JSON over HTTP/1.1 p99 latency ÷ grpc-gateway", "≤ 0.5×", v, ok, "%.2f×", v <= 0.5)
-	v, ok = r.ratio(0, load.GRPC, KindGoms, KindGRPCGo, thr)
-	row("goms gRPC throughput ÷ grpc-go", "≥ 0.6×", v, ok, "%.2f×", v >= 0.6)
+	row("goms (default stack) server CPU per call ÷ connect-go, worst other case ("+orNone(where)+")", "≤ 1.05×", worst, where != "", "%.2f×", worst <= 1.05)
+	v, ok = r.ratio(0, load.ConnectJSONHTTP1, KindGomsDefault, KindGateway, thr)
+	row("goms (default stack) Connect JSON over HTTP/1.1 throughput ÷ grpc-gateway", "≥ 2.5×", v, ok, "%.2f×", v >= 2.5)
+	v, ok = r.ratio(0, load.ConnectJSONHTTP1, KindGomsDefault, KindGateway, p99)
+	row("goms (default stack) Connect JSON over HTTP/1.1 p99 latency ÷ grpc-gateway", "≤ 0.5×", v, ok, "%.2f×", v <= 0.5)
+	v, ok = r.ratio(0, load.GRPC, KindGomsDefault, KindGRPCGo, thr)
+	row("goms (default stack) gRPC throughput ÷ grpc-go", "≥ 0.6×", v, ok, "%.2f×", v >= 0.6)
 	v, ok = r.ratio(0, load.GRPC, KindGomsEngine, KindGRPCGo, thr)
-	row("goms (grpc engine) gRPC throughput ÷ grpc-go", "≥ 0.6×", v, ok, "%.2f×", v >= 0.6)
+	row("goms (default stack, grpc engine) gRPC throughput ÷ grpc-go", "≥ 0.6×", v, ok, "%.2f×", v >= 0.6)
+	v, ok = r.inProcessRatio()
+	row("in-process call CPU vs loopback (loopback ÷ in-process, client and server CPU per gRPC call, goms default stack)",
+		"≥ 5× cheaper", v, ok, "%.1f× cheaper", v >= 5)
 	idle, ok := int64(0), false
 	for _, i := range r.idle {
 		if strings.Contains(i.target.label, "examples/gateway") {
@@ -129,30 +141,56 @@ func (r report) writeTargets(w func(string, ...any)) {
 	w("\n")
 }
 
-// writeBreakdown splits the extra server CPU of goms over connect-go
-// between its interceptors and the rest of goms.
+// writeBreakdown shows, per protocol of the main scenario, the server CPU
+// per call of connect-go and of each goms setup, from bare goms to the
+// example setup, with its ratio to connect-go.
 func (r report) writeBreakdown(w func(string, ...any)) {
-	cpu := func(s sample) float64 { return micros(s.cpuPerCall) }
+	steps := []struct {
+		kind  Kind
+		label string
+	}{
+		{KindGomsNone, KindGomsNone.Label()},
+		{KindGomsDefault, KindGomsDefault.Label()},
+		{KindGomsObserved, KindGomsObserved.Label()},
+		{KindGoms, "goms, example setup"},
+	}
+	us := func(s sample) float64 { return micros(s.cpuPerCall) }
 	var rows []string
 	for _, p := range scenarios()[0].protocols {
-		goms, noInterceptors := r.results[caseRun{0, p, KindGoms}], r.results[caseRun{0, p, KindGomsNone}]
 		bare := r.results[caseRun{0, p, KindConnect}]
-		interceptors, ok1 := difference(goms, noInterceptors, cpu)
-		rest, ok2 := difference(noInterceptors, bare, cpu)
-		if !ok1 || !ok2 {
+		if len(bare) == 0 {
 			continue
 		}
-		rows = append(rows, fmt.Sprintf("| %s | %.1f | %+.1f | %+.1f |\n", p, median(goms, cpu), interceptors, rest))
+		row, some := fmt.Sprintf("| %s | %.1f |", p, median(bare, us)), false
+		for _, st := range steps {
+			v, ok := r.ratio(0, p, st.kind, KindConnect, us)
+			if !ok {
+				row += " " + none + " |"
+				continue
+			}
+			row += fmt.Sprintf(" %.1f (%.2f×) |", median(r.results[caseRun{0, p, st.kind}], us), v)
+			some = true
+		}
+		if some {
+			rows = append(rows, row)
+		}
 	}
 	if len(rows) == 0 {
 		return
 	}
 	w("### Where goms's extra CPU goes\n\n")
-	w("Server CPU µs per call, small payload, 50 concurrent: the default interceptors are goms minus goms without\n")
-	w("interceptors; the rest of goms (listeners, routing, protocol filter) is goms without interceptors minus connect-go.\n\n")
-	w("| protocol | goms | interceptors | rest of goms |\n| --- | ---: | ---: | ---: |\n")
+	w("Server CPU µs per call, small payload, 50 concurrent, and its ratio to connect-go's (median of the per-round ratios),\n")
+	w("from bare goms to the example setup: without interceptors, goms adds its listeners, routing and protocol filter to\n")
+	w("connect-go; the default stack adds recovery and the access log interceptor (records at debug, not written); the next\n")
+	w("column adds Prometheus metrics, tracing with sampling off and a JSON access log record per call written to a file;\n")
+	w("the example setup has metrics, tracing off, auth, protovalidate and a text access log record per call on stderr.\n\n")
+	w("| protocol | connect-go |")
+	for _, st := range steps {
+		w(" %s |", st.label)
+	}
+	w("\n| --- | ---: |%s\n", strings.Repeat(" ---: |", len(steps)))
 	for _, row := range rows {
-		w("%s", row)
+		w("%s\n", row)
 	}
 	w("\n")
 }
@@ -228,6 +266,54 @@ func (r report) writeOverview(w func(string, ...any), sc int, title string, cell
 		w("\n")
 	}
 	w("\n")
+}
+
+// writeInProcess reports the in-process vs loopback measurement.
+func (r report) writeInProcess(w func(string, ...any)) {
+	if !r.inProcess.measured() {
+		return
+	}
+	w("## In-process vs loopback\n\n")
+	w("One goroutine of the harness process")
+	if r.env.pinned {
+		w(" (on CPU %s, GOMAXPROCS=%d)", cpuList(r.cfg.clientCPUs), len(r.cfg.clientCPUs))
+	}
+	w(" calls Get back to back on a goms server of the default stack that runs\n")
+	w("in the same process: through `srv.Client`, in-process, then through a connect-go gRPC client over a loopback h2c\n")
+	w("connection to the server's grpc listener, alternating round after round. CPU per call is the process's CPU time\n")
+	w("(getrusage: client and server together) over the window, divided by the calls; medians over the rounds.\n\n")
+	w("| call, gRPC protocol | calls/s | CPU µs per call |\n| --- | ---: | ---: |\n")
+	for _, c := range []struct {
+		name    string
+		samples []callSample
+	}{{"in-process (srv.Client)", r.inProcess.inProcess}, {"loopback h2c", r.inProcess.loopback}} {
+		thr := make([]float64, len(c.samples))
+		cpu := make([]float64, len(c.samples))
+		for i, s := range c.samples {
+			thr[i], cpu[i] = float64(s.calls)/s.elapsed.Seconds(), micros(s.cpuPerCall)
+		}
+		w("| %s | %.0f | %.1f |\n", c.name, medianOf(thr), medianOf(cpu))
+	}
+	if v, ok := r.inProcessRatio(); ok {
+		w("\nLoopback ÷ in-process, CPU per call: %.1f× (median of the per-round ratios).\n", v)
+	}
+	w("\n")
+}
+
+// inProcessRatio is the median over rounds of the loopback call's CPU per
+// call divided by the in-process call's, or false when not measured.
+func (r report) inProcessRatio() (float64, bool) {
+	if !r.inProcess.measured() {
+		return 0, false
+	}
+	rs := make([]float64, 0, len(r.inProcess.inProcess))
+	for i, in := range r.inProcess.inProcess {
+		if in.cpuPerCall <= 0 {
+			return 0, false
+		}
+		rs = append(rs, float64(r.inProcess.loopback[i].cpuPerCall)/float64(in.cpuPerCall))
+	}
+	return medianOf(rs), true
 }
 
 func (r report) writeIdle(w func(string, ...any)) {
@@ -336,15 +422,25 @@ Servers, each its own process, all serving goms.v1.GoMsService/Get of an item cr
 10,240-byte name, created in-process since the API caps names at 200 characters.
 
 - **goms**: the examples/gateway setup, which bench/cmd/benchserver copies (examples/internal is not importable
-  from bench/): a grpc-mode and an http-mode listener, the admin listener, GoMsService (gomsservice) and
-  ChildService mounted with the server's HandlerOptions, and app.Configure's plugins, so every default
-  interceptor runs: Prometheus metrics, tracing (a pass-through: no OTEL_* endpoint is set), the access log
-  (one info record per call on stderr, which the harness sends to a file on tmpfs), recovery, auth (Get is
-  public) and protovalidate. gRPC goes to the grpc listener, the other protocols to the http listener.
-- **goms, grpc engine**: the same with ` + "`Engine: goms.EngineGRPC`" + ` on the grpc listener; measured on gRPC only,
-  the only protocol it changes.
-- **goms, no interceptors**: the goms setup with ` + "`Interceptors.Default`" + ` empty. Against goms it prices the
-  interceptors; against connect-go, the rest of goms (listeners, routing, protocol filter).
+  from bench/): a grpc-mode listener on the net/http engine and an http-mode listener, the admin listener,
+  GoMsService (gomsservice) and ChildService mounted with the server's HandlerOptions, and app.Configure's
+  plugins and auth, so these interceptors run: Prometheus metrics, tracing (a pass-through: no OTEL_* endpoint is
+  set), the access log (one text record per call at info, as examples/gateway writes it, on stderr, which the harness
+  sends to a file), recovery, auth (Get is public) and protovalidate. gRPC goes to the grpc listener, the other
+  protocols to the http listener. Small payload, 50 concurrent only.
+- **goms, grpc engine**: the default stack (below) with ` + "`Engine: goms.EngineGRPC`" + ` on the grpc listener;
+  measured on gRPC only, the only protocol it changes.
+- **goms, no interceptors**: the goms setup with ` + "`Interceptors.Default`" + ` empty. Against connect-go it prices
+  the rest of goms (listeners, routing, protocol filter). Small payload, 50 concurrent only, on three protocols.
+- **goms, default stack**: the listeners and services of goms with no plugin and no auth, so goms.New's default
+  interceptors only: recovery and the access log, whose records are at debug and so not written by the logger at
+  info. Every scenario and protocol.
+- **goms, metrics+tracing+access log**: the default stack plus the Prometheus plugin (` + "`prom.New()`" + `), tracing
+  on with sampling off (` + "`otel.Config{Enabled: true, SampleRatio: &zero}`" + `: every call goes through the
+  tracing interceptor, no span is recorded, none is exported) and the access log at info: one JSON record per
+  call (slog's JSON handler) appended to a file of os.TempDir(), as a deployed service writes it. The harness
+  empties the file before each case and fails a case that leaves it empty. Small payload, 50 concurrent only, on
+  every protocol.
 - **connect-go**: the generated connect handler of gomsservice alone on a net/http server (HTTP/1.1 and h2c),
   with connect-go's defaults.
 - **grpc-go**: a grpc-go server with its defaults (bench/cmd/grpcserver), answering Get from a map as gomsservice
@@ -355,15 +451,25 @@ Servers, each its own process, all serving goms.v1.GoMsService/Get of an item cr
   process and is reached over a loopback gRPC connection. Its CPU and memory are those of both.
 
 Clients, one per protocol for every server of that protocol, in the harness process: grpc-go for gRPC;
-connect-go for gRPC-Web and Connect proto; for Connect JSON a plain net/http POST of the JSON request, decoded
-with protojson (the same request is a Connect call and a grpc-gateway call). None asks for compression.
+connect-go for gRPC-Web and Connect proto; for Connect JSON over h2c a net/http POST of the JSON request, every
+answer decoded with protojson. Connect JSON over HTTP/1.1, the protocol compared with grpc-gateway, has a client
+of its own in the manner of wrk, so that the client's one core does not bound the fastest servers: each worker
+keeps one TCP connection, dialled again when the server closes it, writes a request built once (the bytes
+net/http's client sent: POST /goms.v1.GoMsService/Get with Host, User-Agent, Content-Length,
+Connect-Protocol-Version: 1 and Content-Type: application/json, both a Connect call and a grpc-gateway call), and
+reads the status line, the headers and the body (by Content-Length, chunked, or up to the end of the
+connection; Connection: close honoured) through a buffer of its connection. Every answer must have status 200 and
+a body; the first of each connection is decoded with protojson and its item checked, and every later one must be
+byte for byte the same, as a server's protojson output is from one call to the next. A reused connection that
+the server closed before answering is dialled again and the request sent once more. None asks for compression.
 HTTP/1.1 clients keep one connection per worker; h2c and gRPC clients share one connection.
 
 Each case runs a fixed number of workers, each with one call in flight, back to back: after the warm-up the
 harness reads the server's counters, waits the measured time, reads them again; calls completed between the
 two reads make the throughput and the divisor of CPU and allocations, and their latencies, sampled, the
 percentiles. Between cases, the next server runs: the list is run whole, round after round, so that drift in
-the machine touches every server alike.
+the machine touches every server alike. The in-process vs loopback comparison runs last, in the harness process
+alone (no server process is left), with the same rounds, warm-up and measured time.
 
 To look into a result, run a subset with profiles, e.g.
 ` + "`cd bench && go run ./cmd/bench -run 'small payload, 50 concurrent/gRPC' -rounds 1 -cpuprofile /tmp/prof`" + `

@@ -23,19 +23,34 @@ import (
 // Kind is a server setup under test.
 type Kind string
 
-// The server setups, in report order.
+// The server setups, in report order; the values are those of
+// benchserver's and grpcserver's -kind.
 const (
-	KindGoms       Kind = "goms"
+	// KindGoms is the examples/gateway setup: every plugin the examples
+	// run, and auth.
+	KindGoms Kind = "goms"
+	// KindGomsEngine is KindGoms with the grpc engine on its grpc
+	// listener.
 	KindGomsEngine Kind = "goms-grpcengine"
-	KindGomsNone   Kind = "goms-nointerceptors"
-	KindConnect    Kind = "connect"
-	KindGRPCGo     Kind = "grpcgo"
-	KindGateway    Kind = "gateway"
+	// KindGomsNone is KindGoms with no interceptor selected.
+	KindGomsNone Kind = "goms-nointerceptors"
+	// KindGomsDefault is goms's default stack: the listeners and services
+	// of KindGoms, goms.New's default interceptors only.
+	KindGomsDefault Kind = "goms-default"
+	// KindGomsObserved is KindGomsDefault plus metrics, tracing with
+	// sampling off, and the access log written to a file.
+	KindGomsObserved Kind = "goms-observed"
+	// KindConnect is the bare connect-go handler.
+	KindConnect Kind = "connect"
+	// KindGRPCGo is a grpc-go server.
+	KindGRPCGo Kind = "grpcgo"
+	// KindGateway is grpc-gateway in front of grpc-go.
+	KindGateway Kind = "gateway"
 )
 
 // Kinds lists every setup in report order.
 func Kinds() []Kind {
-	return []Kind{KindGoms, KindGomsEngine, KindGomsNone, KindConnect, KindGRPCGo, KindGateway}
+	return []Kind{KindGoms, KindGomsEngine, KindGomsNone, KindGomsDefault, KindGomsObserved, KindConnect, KindGRPCGo, KindGateway}
 }
 
 // Label is the name of the setup in reports.
@@ -47,6 +62,10 @@ func (k Kind) Label() string {
 		return "goms, grpc engine"
 	case KindGomsNone:
 		return "goms, no interceptors"
+	case KindGomsDefault:
+		return "goms, default stack"
+	case KindGomsObserved:
+		return "goms, metrics+tracing+access log"
 	case KindConnect:
 		return "connect-go"
 	case KindGRPCGo:
@@ -56,6 +75,12 @@ func (k Kind) Label() string {
 	default:
 		return string(k)
 	}
+}
+
+// mainScenarioOnly reports whether the setup, a breakdown of goms's cost
+// (the example setup among them), is measured in the first scenario only.
+func (k Kind) mainScenarioOnly() bool {
+	return k == KindGomsNone || k == KindGoms || k == KindGomsObserved
 }
 
 // binary names the command of bench/cmd that serves the setup.
@@ -69,10 +94,12 @@ func (k Kind) binary() string {
 // Serves reports whether the setup is measured with protocol p: grpc-go
 // speaks gRPC only, grpc-gateway JSON over HTTP/1.1 only, the grpc engine
 // differs from plain goms on gRPC only, and goms without interceptors, a
-// breakdown of goms's cost, is measured on the three main protocols.
+// breakdown of goms's cost, is measured on the three main protocols. The
+// default and observed stacks are measured on every protocol, in the
+// first scenario only (mainScenarioOnly), as goms without interceptors.
 func (k Kind) Serves(p load.Protocol) bool {
 	switch k {
-	case KindGoms, KindConnect:
+	case KindGoms, KindGomsDefault, KindGomsObserved, KindConnect:
 		return true
 	case KindGomsNone:
 		return p == load.GRPC || p == load.ConnectProtoH2C || p == load.ConnectJSONHTTP1
@@ -317,10 +344,38 @@ func (p *process) logTail() string {
 	return string(b)
 }
 
-// truncateLog empties the process's stderr file: under load, goms writes
-// an access log record per call.
+// truncateLog empties the process's stderr file, which a server may fill
+// with a record per call.
 func (p *process) truncateLog() error {
 	return os.Truncate(p.log.Name(), 0)
+}
+
+// truncateLogs empties the server's stderr file and its access log file,
+// if it announced one.
+func (s *server) truncateLogs() error {
+	if err := s.truncateLog(); err != nil {
+		return err
+	}
+	if s.hello.AccessLog == "" {
+		return nil
+	}
+	return os.Truncate(s.hello.AccessLog, 0)
+}
+
+// checkAccessLog returns an error if the server announced an access log
+// file and it is empty: after a case, it holds a record per call.
+func (s *server) checkAccessLog() error {
+	if s.hello.AccessLog == "" {
+		return nil
+	}
+	st, err := os.Stat(s.hello.AccessLog)
+	if err != nil {
+		return fmt.Errorf("%s: access log: %w", s.kind.Label(), err)
+	}
+	if st.Size() == 0 {
+		return fmt.Errorf("%s: the access log %s stayed empty under load", s.kind.Label(), s.hello.AccessLog)
+	}
+	return nil
 }
 
 // removeLog deletes the stderr file once the process has stopped.

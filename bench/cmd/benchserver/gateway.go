@@ -5,13 +5,10 @@ import (
 	"crypto/subtle"
 	"errors"
 	"log/slog"
-	"net"
 	"os"
 
-	"connectrpc.com/connect"
-
 	"github.com/reversTeam/go-ms/bench/internal/admin"
-	"github.com/reversTeam/go-ms/examples/services/childservice"
+	"github.com/reversTeam/go-ms/bench/internal/setup"
 	"github.com/reversTeam/go-ms/examples/services/gomsservice"
 	"github.com/reversTeam/go-ms/gen/child/v1/childv1connect"
 	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
@@ -21,45 +18,54 @@ import (
 	"github.com/reversTeam/go-ms/goms/validate"
 )
 
-// serveGoms runs the setup of examples/gateway, which lives in
-// examples/gateway/main.go and examples/internal/app (internal, so not
-// importable from here: keep this copy in step with them). It differs
-// only where the benchmark needs it to: every port is chosen free, the
-// grpc listener runs engine, and interceptors, when not nil, replaces the
-// default selection of interceptors.
-func serveGoms(ctx context.Context, svc *gomsservice.Service, host string, engine goms.Engine, interceptors []string, hello admin.Hello) error {
-	cfg := goms.Config{
-		Listeners: []goms.Listener{
-			{Name: "grpc", Addr: net.JoinHostPort(host, "0"), Mode: goms.ModeGRPC, Engine: engine},
-			{Name: "http", Addr: net.JoinHostPort(host, "0"), Mode: goms.ModeHTTP},
-		},
-		Logger:       slog.New(slog.NewTextHandler(os.Stderr, nil)),
-		Admin:        goms.Admin{Addr: net.JoinHostPort(host, "0")},
-		Interceptors: goms.Interceptors{Default: interceptors},
+// gomsSetup is how one goms kind departs from the default stack of
+// setup.Config.
+type gomsSetup struct {
+	// engine serves the grpc listener.
+	engine goms.Engine
+	// interceptors, when not nil, replaces the default selection of
+	// interceptors.
+	interceptors []string
+	// configure, when not nil, adds plugins, auth or logging to cfg and
+	// may name the access log file in hello. Its cleanup runs once the
+	// server has stopped.
+	configure func(ctx context.Context, cfg *goms.Config, hello *admin.Hello) (cleanup func(context.Context) error, err error)
+}
+
+// gomsSetups are the goms kinds, by -kind value.
+var gomsSetups = map[string]gomsSetup{
+	"goms":                {engine: goms.EngineNetHTTP, configure: configureExample},
+	"goms-grpcengine":     {engine: goms.EngineGRPC},
+	"goms-nointerceptors": {engine: goms.EngineNetHTTP, interceptors: []string{}, configure: configureExample},
+	"goms-default":        {engine: goms.EngineNetHTTP},
+	"goms-observed":       {engine: goms.EngineNetHTTP, configure: configureObserved},
+}
+
+// serveGoms runs the goms server of setup.Config with s's changes, its
+// server records on stderr as text, until ctx ends.
+func serveGoms(ctx context.Context, svc *gomsservice.Service, host string, s gomsSetup, hello admin.Hello) error {
+	cfg := setup.Config(host, s.engine, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	cfg.Interceptors.Default = s.interceptors
+	if s.configure != nil {
+		cleanup, err := s.configure(ctx, &cfg, &hello)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = cleanup(context.Background()) }()
 	}
-	shutdown, err := configure(ctx, &cfg)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = shutdown(context.Background()) }()
 	srv, err := goms.New(cfg)
 	if err != nil {
 		return err
 	}
-	httpClient, baseURL := srv.Client(gomsv1connect.GoMsServiceName)
-	parents := gomsv1connect.NewGoMsServiceClient(httpClient, baseURL, connect.WithGRPC())
-	if err := errors.Join(
-		srv.Mount(gomsv1connect.NewGoMsServiceHandler(svc, srv.HandlerOptions()...)),
-		srv.Mount(childv1connect.NewChildServiceHandler(childservice.New(parents), srv.HandlerOptions()...)),
-	); err != nil {
+	if err := setup.Mount(srv, svc); err != nil {
 		return err
 	}
 	if err := srv.Listen(); err != nil {
 		return err
 	}
 	hello.Addrs = map[string]string{
-		admin.EndpointGRPC: srv.Addr("grpc").String(),
-		admin.EndpointHTTP: srv.Addr("http").String(),
+		admin.EndpointGRPC: srv.Addr(setup.ListenerGRPC).String(),
+		admin.EndpointHTTP: srv.Addr(setup.ListenerHTTP).String(),
 	}
 	if err := admin.Announce(hello); err != nil {
 		return err
@@ -70,10 +76,13 @@ func serveGoms(ctx context.Context, svc *gomsservice.Service, host string, engin
 // tokenEnv is app.TokenEnv.
 const tokenEnv = "GOMS_EXAMPLE_TOKEN"
 
-// configure is app.Configure: metrics, tracing (off unless the OTEL_*
-// environment names an endpoint), validation, and a bearer token on the
-// Delete methods.
-func configure(ctx context.Context, cfg *goms.Config) (shutdown func(context.Context) error, err error) {
+// configureExample is app.Configure of examples/internal/app (internal, so
+// not importable from here: keep this copy in step with it): metrics,
+// tracing (off unless the OTEL_* environment names an endpoint, which the
+// harness removes), validation, a bearer token on the Delete methods, and
+// an access log record per call (text, on stderr, which the harness sends
+// to a file).
+func configureExample(ctx context.Context, cfg *goms.Config, _ *admin.Hello) (cleanup func(context.Context) error, err error) {
 	metrics, err := prom.New()
 	if err != nil {
 		return nil, err
@@ -83,6 +92,10 @@ func configure(ctx context.Context, cfg *goms.Config) (shutdown func(context.Con
 		return nil, err
 	}
 	cfg.Plugins = append(cfg.Plugins, metrics, tracing, validate.New())
+	// The examples log every call; goms's default keeps access records at
+	// debug.
+	info := slog.LevelInfo
+	cfg.Log.AccessLevel = &info
 	token := os.Getenv(tokenEnv)
 	cfg.Auth = goms.Auth{
 		Default: goms.PolicyPublic,
@@ -98,4 +111,59 @@ func configure(ctx context.Context, cfg *goms.Config) (shutdown func(context.Con
 		},
 	}
 	return tracing.Shutdown, nil
+}
+
+// configureObserved adds what a deployed service runs with to the default
+// stack: Prometheus metrics, tracing on with sampling off (calls are
+// traced but no span is recorded, so none is exported and no collector is
+// needed), and the access log written, one JSON record per call at info,
+// to a file of os.TempDir() that it names in hello and removes on
+// cleanup.
+func configureObserved(ctx context.Context, cfg *goms.Config, hello *admin.Hello) (cleanup func(context.Context) error, err error) {
+	metrics, err := prom.New()
+	if err != nil {
+		return nil, err
+	}
+	never := 0.0
+	tracing, err := otel.New(ctx, otel.Config{
+		Enabled:     true,
+		SampleRatio: &never,
+		ServiceName: "bench",
+		Endpoint:    "127.0.0.1:4318",
+		Insecure:    true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	log, err := createAppend(os.TempDir(), "goms-bench-access-*.log")
+	if err != nil {
+		return nil, errors.Join(err, tracing.Shutdown(ctx))
+	}
+	cfg.Plugins = append(cfg.Plugins, metrics, tracing)
+	info := slog.LevelInfo
+	cfg.Log.AccessLevel = &info
+	cfg.Logger = slog.New(slog.NewJSONHandler(log, nil))
+	hello.AccessLog = log.Name()
+	return func(ctx context.Context) error {
+		return errors.Join(tracing.Shutdown(ctx), log.Close(), os.Remove(log.Name()))
+	}, nil
+}
+
+// createAppend creates a file in dir, named after pattern as os.CreateTemp
+// does, and returns it opened for appending: the harness empties it
+// between cases while this process writes to it.
+func createAppend(dir, pattern string) (*os.File, error) {
+	f, err := os.CreateTemp(dir, pattern)
+	if err != nil {
+		return nil, err
+	}
+	name := f.Name()
+	if err := f.Close(); err != nil {
+		return nil, errors.Join(err, os.Remove(name))
+	}
+	f, err = os.OpenFile(name, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return nil, errors.Join(err, os.Remove(name))
+	}
+	return f, nil
 }

@@ -1,13 +1,21 @@
 // Command benchserver serves goms.v1.GoMsService, implemented by
-// gomsservice, for the load benchmark, in one of three setups (-kind):
+// gomsservice, for the load benchmark, in one of these setups (-kind):
 //
-//   - goms: the examples/gateway setup, a grpc-mode listener and an
-//     http-mode listener with GoMsService and ChildService mounted with the
-//     server's HandlerOptions;
+//   - goms: the examples/gateway setup, a grpc-mode listener (net/http
+//     engine) and an http-mode listener with GoMsService and ChildService
+//     mounted with the server's HandlerOptions, and app.Configure's
+//     plugins and auth;
 //   - goms-grpcengine: the same with goms.EngineGRPC on the grpc listener;
 //   - goms-nointerceptors: the goms setup with no interceptor selected
 //     (Interceptors.Default empty), to tell the cost of the interceptors
 //     from that of the rest of goms;
+//   - goms-default: the same listeners and services with no plugin and no
+//     auth, so goms.New's default interceptors only (recovery, and the
+//     access log with its records at debug, which the logger at info
+//     leaves out);
+//   - goms-observed: goms-default plus Prometheus metrics, tracing on with
+//     sampling off, and the access log written at info, a JSON record per
+//     call, to a file of os.TempDir() named in the hello line;
 //   - connect: the bare connect-go handler on a net/http server speaking
 //     HTTP/1.1 and h2c.
 //
@@ -37,7 +45,7 @@ import (
 )
 
 func main() {
-	kind := flag.String("kind", "", "server setup: goms, goms-grpcengine, goms-nointerceptors or connect")
+	kind := flag.String("kind", "", "server setup: "+kindList)
 	host := flag.String("host", "127.0.0.1", "host of the listeners (ports are chosen free)")
 	adminAddr := flag.String("admin", "127.0.0.1:0", "address of the admin (stats) endpoint")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
@@ -66,19 +74,17 @@ func run(kind, host, adminAddr string) error {
 		return err
 	}
 	hello := admin.Hello{Admin: adminBound, IDs: ids}
-	switch kind {
-	case "goms":
-		return serveGoms(ctx, svc, host, goms.EngineNetHTTP, nil, hello)
-	case "goms-grpcengine":
-		return serveGoms(ctx, svc, host, goms.EngineGRPC, nil, hello)
-	case "goms-nointerceptors":
-		return serveGoms(ctx, svc, host, goms.EngineNetHTTP, []string{}, hello)
-	case "connect":
-		return serveConnect(ctx, svc, host, hello)
-	default:
-		return fmt.Errorf("-kind %q: want goms, goms-grpcengine, goms-nointerceptors or connect", kind)
+	if s, ok := gomsSetups[kind]; ok {
+		return serveGoms(ctx, svc, host, s, hello)
 	}
+	if kind == "connect" {
+		return serveConnect(ctx, svc, host, hello)
+	}
+	return fmt.Errorf("-kind %q: want %s", kind, kindList)
 }
+
+// kindList names the values of -kind.
+const kindList = "goms, goms-grpcengine, goms-nointerceptors, goms-default, goms-observed or connect"
 
 // seed creates the item of every payload and returns their ids.
 func seed(ctx context.Context, svc *gomsservice.Service) (map[string]string, error) {

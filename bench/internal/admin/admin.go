@@ -51,6 +51,10 @@ type Hello struct {
 	Admin string `json:"admin"`
 	// IDs maps each payload to the id of its item.
 	IDs map[string]string `json:"ids"`
+	// AccessLog, when set, names the file the server appends an access
+	// log record to for every call; the harness empties it before each
+	// case and checks that the case wrote to it.
+	AccessLog string `json:"access_log,omitempty"`
 }
 
 // Stats are a server's cumulative counters.

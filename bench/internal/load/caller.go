@@ -40,10 +40,12 @@ const (
 	ConnectProtoH2C
 	// ConnectJSONHTTP1 is the Connect protocol with JSON over HTTP/1.1:
 	// POST /goms.v1.GoMsService/Get with a JSON body, the request
-	// grpc-gateway serves too, sent by a plain net/http client that
-	// decodes the answer with protojson.
+	// grpc-gateway serves too, sent by a raw HTTP/1.1 client, one
+	// connection per worker, that decodes with protojson the first answer
+	// of each connection and compares the others with it.
 	ConnectJSONHTTP1
-	// ConnectJSONH2C is the same JSON request over h2c.
+	// ConnectJSONH2C is the same JSON request over h2c, sent by a net/http
+	// client that decodes every answer with protojson.
 	ConnectJSONH2C
 )
 
@@ -107,6 +109,9 @@ func NewCaller(p Protocol, addr, id string, nameLen, conns int) (Caller, error) 
 		body, err := protojson.Marshal(req)
 		if err != nil {
 			return nil, err
+		}
+		if p == ConnectJSONHTTP1 {
+			return newHTTP1Caller(addr, body, nameLen, conns), nil
 		}
 		t := newTransport(p.h2c(), conns)
 		return &jsonCaller{
