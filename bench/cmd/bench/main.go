@@ -179,12 +179,12 @@ func run(ctx context.Context, cfg config, args []string) error {
 	}
 	var inProcessCalls inProcessResult
 	if inProcess {
-		logf("measuring %s in this process: %d rounds (%v warm-up + %v each)", inProcessName, cfg.rounds, cfg.warmup, cfg.duration)
+		logf("measuring %s (goms's BenchmarkClient): %d rounds of %v per case", inProcessName, cfg.rounds, cfg.duration)
 		var clientCPUs []int
 		if env.pinned {
 			clientCPUs = cfg.clientCPUs
 		}
-		if inProcessCalls, err = measureInProcess(ctx, cfg, clientCPUs); err != nil {
+		if inProcessCalls, err = measureInProcess(ctx, cfg, bins, clientCPUs); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}

@@ -4,6 +4,8 @@ import (
 	"regexp"
 	"testing"
 
+	"google.golang.org/grpc/encoding"
+
 	"github.com/reversTeam/go-ms/bench/internal/load"
 )
 
@@ -80,5 +82,15 @@ func TestCommandLine(t *testing.T) {
 	}
 	if got, want := commandLine([]string{"-run", "a b$"}), "`cd bench && go run ./cmd/bench -run 'a b$'`"; got != want {
 		t.Errorf("commandLine = %s, want %s", got, want)
+	}
+}
+
+// TestNoCompressorLinked checks that the harness links no gRPC compressor:
+// its grpc-go client would offer it, and connect-go servers would then
+// compress every response, which the benchmark does not measure.
+func TestNoCompressorLinked(t *testing.T) {
+	t.Parallel()
+	if c := encoding.GetCompressor("gzip"); c != nil {
+		t.Error("a gzip compressor is registered: something links google.golang.org/grpc/encoding/gzip (goms does)")
 	}
 }

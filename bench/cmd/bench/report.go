@@ -274,14 +274,14 @@ func (r report) writeInProcess(w func(string, ...any)) {
 		return
 	}
 	w("## In-process vs loopback\n\n")
-	w("One goroutine of the harness process")
+	w("goms's micro-benchmark `go test -run '^$' -bench '^BenchmarkClient$' ./goms`, run once per round")
 	if r.env.pinned {
 		w(" (on CPU %s, GOMAXPROCS=%d)", cpuList(r.cfg.clientCPUs), len(r.cfg.clientCPUs))
 	}
-	w(" calls Get back to back on a goms server of the default stack that runs\n")
-	w("in the same process: through `srv.Client`, in-process, then through a connect-go gRPC client over a loopback h2c\n")
-	w("connection to the server's grpc listener, alternating round after round. CPU per call is the process's CPU time\n")
-	w("(getrusage: client and server together) over the window, divided by the calls; medians over the rounds.\n\n")
+	w(":\none goroutine calls Get back to back on a goms server of the default stack that runs in the same process, through\n")
+	w("`srv.Client` (in-process), then through a connect-go gRPC client over a loopback h2c connection to the server's grpc\n")
+	w("listener. CPU per call is the test process's CPU time (getrusage: client and server together) over the benchmark's\n")
+	w("iterations (cpu-ns/op), and -test.benchtime is the case duration; medians over the rounds.\n\n")
 	w("| call, gRPC protocol | calls/s | CPU µs per call |\n| --- | ---: | ---: |\n")
 	for _, c := range []struct {
 		name    string
@@ -468,8 +468,10 @@ Each case runs a fixed number of workers, each with one call in flight, back to 
 harness reads the server's counters, waits the measured time, reads them again; calls completed between the
 two reads make the throughput and the divisor of CPU and allocations, and their latencies, sampled, the
 percentiles. Between cases, the next server runs: the list is run whole, round after round, so that drift in
-the machine touches every server alike. The in-process vs loopback comparison runs last, in the harness process
-alone (no server process is left), with the same rounds, warm-up and measured time.
+the machine touches every server alike. The in-process vs loopback comparison runs last, in a process of its own
+(goms's test binary, on the client CPU; no server process is left), with the same rounds and measured time. The
+harness itself links no goms: grpc-go clients offer every compressor linked into their program, and connect-go
+handlers compress every response a client accepts compressed.
 
 To look into a result, run a subset with profiles, e.g.
 ` + "`cd bench && go run ./cmd/bench -run 'small payload, 50 concurrent/gRPC' -rounds 1 -cpuprofile /tmp/prof`" + `

@@ -50,3 +50,25 @@ func TestReportTargets(t *testing.T) {
 		t.Error("the example setup is still a per-protocol target")
 	}
 }
+
+// TestParseClientBenchmark reads BenchmarkClient's lines with and without
+// the GOMAXPROCS suffix.
+func TestParseClientBenchmark(t *testing.T) {
+	t.Parallel()
+	out := []byte(`goos: linux
+BenchmarkClient/in-process         	   94260	     12570 ns/op	     12628 cpu-ns/op	    8698 B/op	     109 allocs/op
+BenchmarkClient/loopback-h2c-2     	   11485	    104231 ns/op	    104523 cpu-ns/op	   18528 B/op	     215 allocs/op
+PASS
+`)
+	got, err := parseClientBenchmark(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, lo := got["in-process"], got["loopback-h2c"]
+	if in.calls != 94260 || in.cpuPerCall != 12628 || lo.calls != 11485 || lo.cpuPerCall != 104523 {
+		t.Errorf("parsed %+v", got)
+	}
+	if _, err := parseClientBenchmark([]byte("BenchmarkClient/in-process 10 0 ns/op\n")); err == nil {
+		t.Error("a line without cpu-ns/op was accepted")
+	}
+}

@@ -141,6 +141,12 @@ func buildBinaries(ctx context.Context, benchDir, repoDir, dir string) (binaries
 			return binaries{}, fmt.Errorf("go build %s in %s: %w\n%s", b.pkg, b.moduleDir, err, out)
 		}
 	}
+	// goms's tests, for BenchmarkClient (in-process vs loopback).
+	cmd := exec.CommandContext(ctx, "go", "test", "-c", "-o", filepath.Join(dir, "goms.test"), "./goms")
+	cmd.Dir = repoDir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return binaries{}, fmt.Errorf("go test -c ./goms in %s: %w\n%s", repoDir, err, out)
+	}
 	logDir := dir
 	// On tmpfs the access log of goms costs what a pipe would, with no
 	// disk behind it.
