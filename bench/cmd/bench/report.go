@@ -82,7 +82,8 @@ func (r report) writeTargets(w func(string, ...any)) {
 	w("## Targets\n\n")
 	w("Goals from the benchmark issue, with the measured value (medians of the per-round ratios, small payload, 50 concurrent unless said).\n")
 	w("\"goms\" alone is the examples/gateway setup; the comparisons with grpc-go and grpc-gateway use goms's default stack,\n")
-	w("as those run bare; Method describes each server.\n\n")
+	w("as those run bare; Method describes each server. What moved these figures, and the profiles of the targets\n")
+	w("missed: [performance.md](performance.md).\n\n")
 	w("| target | goal | measured | met |\n| --- | --- | --- | --- |\n")
 	row := func(name, goal string, v float64, ok bool, unit string, met bool) {
 		if !ok {
