@@ -464,6 +464,16 @@ func (r *remote) proxy() http.Handler {
 		ErrorLog: slog.NewLogLogger(r.s.logger.Handler(), slog.LevelDebug),
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.ProtoMajor == 1 && req.Body != nil && req.Body != http.NoBody {
+			// Once a handler writes its response headers, net/http's
+			// HTTP/1.1 server discards what is left of the request body,
+			// under the transport still copying it upstream: the copy
+			// then ends short of its Content-Length, and that error cuts
+			// the response being relayed. The response is relayed once
+			// the body has been sent; an HTTP/1.1 client sends all of it
+			// before it reads.
+			req = req.WithContext(context.WithValue(req.Context(), sendBodyFirstKey{}, true))
+		}
 		if req.ProtoMajor >= 2 && req.Body != nil && req.Body != http.NoBody {
 			// ReverseProxy hands the transport a body whose Close does
 			// nothing, and the HTTP/2 transport's response Close waits
@@ -477,6 +487,10 @@ func (r *remote) proxy() http.Handler {
 		rp.ServeHTTP(w, req)
 	})
 }
+
+// sendBodyFirstKey marks the requests of HTTP/1.1 clients an edge
+// proxies: their response waits for their body to be sent.
+type sendBodyFirstKey struct{}
 
 // inboundBodyKey is the context key of the request body an edge proxies,
 // closed when the response it got is closed.
@@ -492,7 +506,7 @@ type remoteClient struct{ r *remote }
 
 func (c remoteClient) Do(req *http.Request) (*http.Response, error) {
 	r := c.r
-	body := &trackedBody{ReadCloser: req.Body}
+	body := newTrackedBody(req.Body)
 	if req.Body == nil {
 		body.ReadCloser = http.NoBody
 	}
@@ -536,6 +550,12 @@ func (c remoteClient) Do(req *http.Request) (*http.Response, error) {
 		res, err := cc.RoundTrip(out)
 		if err == nil {
 			body.finish(false)
+			if first, _ := req.Context().Value(sendBodyFirstKey{}).(bool); first {
+				select {
+				case <-body.sent:
+				case <-req.Context().Done():
+				}
+			}
 			inbound, _ := req.Context().Value(inboundBodyKey{}).(io.Closer)
 			res.Body = &endpointBody{ReadCloser: res.Body, ep: ep, inbound: inbound}
 			return res, nil
@@ -590,11 +610,24 @@ type trackedBody struct {
 	overflow bool
 	// closeAsked and final decide when the original body closes.
 	closeAsked, final bool
+	// sent is closed once the transport has read the body to its end,
+	// failed to, or closed it.
+	sent     chan struct{}
+	sentOnce sync.Once
 }
+
+func newTrackedBody(rc io.ReadCloser) *trackedBody {
+	return &trackedBody{ReadCloser: rc, sent: make(chan struct{})}
+}
+
+func (b *trackedBody) markSent() { b.sentOnce.Do(func() { close(b.sent) }) }
 
 func (b *trackedBody) Read(p []byte) (int, error) {
 	b.read.Store(true)
 	n, err := b.ReadCloser.Read(p)
+	if err != nil {
+		b.markSent()
+	}
 	if b.keep > 0 && n > 0 {
 		b.mu.Lock()
 		if len(b.kept)+n <= b.keep {
@@ -611,6 +644,7 @@ func (b *trackedBody) Read(p []byte) (int, error) {
 // last: a failed attempt's transport closing it must not end what a retry
 // still has to send.
 func (b *trackedBody) Close() error {
+	b.markSent()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.closeAsked = true
@@ -643,13 +677,11 @@ func (b *trackedBody) replay() *trackedBody {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	rest := b.ReadCloser
-	r := &trackedBody{
-		ReadCloser: struct {
-			io.Reader
-			io.Closer
-		}{io.MultiReader(bytes.NewReader(slices.Clone(b.kept)), rest), rest},
-		keep: b.keep,
-	}
+	r := newTrackedBody(struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(slices.Clone(b.kept)), rest), rest})
+	r.keep = b.keep
 	return r
 }
 
