@@ -22,21 +22,30 @@ import (
 	"github.com/reversTeam/go-ms/goms/internal/gomstest"
 )
 
-// TestEdge exposes a remote GoMsService on an edge listener and calls it
-// through the edge in every protocol: unary calls, errors with their codes,
-// a server stream and a bidi stream must come through intact.
-func TestEdge(t *testing.T) {
-	t.Parallel()
-	backend := gomstest.Start(t, goms.Config{Listeners: []goms.Listener{{Name: "gateway"}}}, func(srv *goms.Server) error {
-		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...))
-	})
-	edge := gomstest.Start(t, goms.Config{
+// startEdge starts a backend goms server of cfg with one listener,
+// "gateway", and what mount mounts, and an edge whose listener "edge"
+// exposes the backend's GoMsService.
+func startEdge(t *testing.T, cfg goms.Config, mount func(*goms.Server) error) *gomstest.Running {
+	t.Helper()
+	cfg.Listeners = []goms.Listener{{Name: "gateway"}}
+	backend := gomstest.Start(t, cfg, mount)
+	return gomstest.Start(t, goms.Config{
 		Listeners: []goms.Listener{{Name: "edge"}},
 		Remotes: []goms.Remote{{
 			Name: "goms", Service: gomsv1connect.GoMsServiceName,
 			Targets: []string{backend.Addr("gateway")}, Expose: []string{"edge"},
 		}},
 	}, func(*goms.Server) error { return nil })
+}
+
+// TestEdge exposes a remote GoMsService on an edge listener and calls it
+// through the edge in every protocol: unary calls, errors with their codes,
+// a server stream and a bidi stream must come through intact.
+func TestEdge(t *testing.T) {
+	t.Parallel()
+	edge := startEdge(t, goms.Config{}, func(srv *goms.Server) error {
+		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...))
+	})
 
 	for _, p := range []struct {
 		name   string
@@ -126,19 +135,9 @@ func TestEdge(t *testing.T) {
 // client still holds its side of the stream open.
 func TestEdgeStreamEndedEarly(t *testing.T) {
 	t.Parallel()
-	backend := gomstest.Start(t, goms.Config{
-		Listeners:       []goms.Listener{{Name: "gateway"}},
-		MaxMessageBytes: 1024,
-	}, func(srv *goms.Server) error {
+	edge := startEdge(t, goms.Config{MaxMessageBytes: 1024}, func(srv *goms.Server) error {
 		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...))
 	})
-	edge := gomstest.Start(t, goms.Config{
-		Listeners: []goms.Listener{{Name: "edge"}},
-		Remotes: []goms.Remote{{
-			Name: "goms", Service: gomsv1connect.GoMsServiceName,
-			Targets: []string{backend.Addr("gateway")}, Expose: []string{"edge"},
-		}},
-	}, func(*goms.Server) error { return nil })
 
 	for _, opt := range []connect.ClientOption{connect.WithGRPC(), connect.WithProtoJSON()} {
 		client := gomsv1connect.NewGoMsServiceClient(gomstest.H2C(t), edge.URL("edge"), opt)
@@ -164,7 +163,7 @@ func TestEdgeStreamEndedEarly(t *testing.T) {
 func TestEdgeEarlyAnswerHTTP1(t *testing.T) {
 	t.Parallel()
 	answer := bytes.Repeat([]byte("r"), 1000)
-	backend := gomstest.Start(t, goms.Config{Listeners: []goms.Listener{{Name: "gateway"}}}, func(srv *goms.Server) error {
+	edge := startEdge(t, goms.Config{}, func(srv *goms.Server) error {
 		return srv.Mount("/"+gomsv1connect.GoMsServiceName+"/", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			// Headers first, the body later, as a gRPC-Web error's
 			// trailers may come.
@@ -175,13 +174,6 @@ func TestEdgeEarlyAnswerHTTP1(t *testing.T) {
 			_, _ = w.Write(answer)
 		}))
 	})
-	edge := gomstest.Start(t, goms.Config{
-		Listeners: []goms.Listener{{Name: "edge"}},
-		Remotes: []goms.Remote{{
-			Name: "goms", Service: gomsv1connect.GoMsServiceName,
-			Targets: []string{backend.Addr("gateway")}, Expose: []string{"edge"},
-		}},
-	}, func(*goms.Server) error { return nil })
 
 	for i := range 4 {
 		conn, err := net.Dial("tcp", edge.Addr("edge"))
