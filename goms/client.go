@@ -68,18 +68,7 @@ func (c inProcessClient) Do(req *http.Request) (*http.Response, error) {
 	// The handler gets a context of its own: the caller's deadline and
 	// cancellation, the server's shutdown, but none of the caller's values
 	// (its identity must not leak into the callee).
-	ctx, cancelDeadline := c.s.base, context.CancelFunc(func() {})
-	if deadline, ok := req.Context().Deadline(); ok {
-		ctx, cancelDeadline = context.WithDeadline(ctx, deadline)
-	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	stop := context.AfterFunc(req.Context(), func() {
-		// A deadline ends the handler's context by itself, as
-		// DeadlineExceeded; only a cancellation is passed on.
-		if !errors.Is(req.Context().Err(), context.DeadlineExceeded) {
-			cancel(context.Cause(req.Context()))
-		}
-	})
+	ctx, cancel, stop := c.s.cutAtShutdown(valuelessContext{req.Context()})
 	in := c.request(req, ctx)
 	pr, pw := io.Pipe()
 	w := &inProcessWriter{
@@ -92,8 +81,7 @@ func (c inProcessClient) Do(req *http.Request) (*http.Response, error) {
 	go func() {
 		defer func() {
 			stop()
-			cancelDeadline()
-			cancel(context.Canceled)
+			cancel(nil)
 		}()
 		defer func() {
 			if v := recover(); v != nil {
@@ -103,8 +91,7 @@ func (c inProcessClient) Do(req *http.Request) (*http.Response, error) {
 				w.once.Do(func() { close(w.ready) })
 			}
 		}()
-		h := route.h
-		h.ServeHTTP(w, in)
+		route.h.ServeHTTP(w, in)
 		w.finish()
 	}()
 	select {
@@ -125,9 +112,12 @@ func (c inProcessClient) Do(req *http.Request) (*http.Response, error) {
 // context has the caller's deadline and cancellation, and the server's
 // shutdown, but none of the caller's values.
 func (c inProcessClient) serveUnary(h http.Handler, req *http.Request) (res *http.Response, err error) {
-	w := &inProcessWriter{header: make(http.Header, 4), res: newInProcessResponse(req)}
+	if c.s.base.Err() != nil {
+		// After shutdown, as the drain interceptor would say.
+		return nil, connect.NewError(connect.CodeUnavailable, context.Cause(c.s.base))
+	}
 	buf := getInProcessBuffer()
-	w.buf = buf
+	w := &inProcessWriter{header: make(http.Header, 4), res: newInProcessResponse(req), buf: buf}
 	defer func() {
 		if v := recover(); v != nil {
 			c.s.logger.Error("goms: in-process handler panicked", "path", req.URL.Path, "panic", v)
@@ -135,15 +125,8 @@ func (c inProcessClient) serveUnary(h http.Handler, req *http.Request) (res *htt
 			res, err = nil, connect.NewError(connect.CodeInternal, errors.New("goms: handler panicked"))
 		}
 	}()
-	if c.s.base.Err() != nil {
-		// After shutdown, as the drain interceptor would say.
-		return nil, connect.NewError(connect.CodeUnavailable, context.Cause(c.s.base))
-	}
-	// The server's shutdown, at the end of its grace period, cuts the call
-	// as it does calls from the network.
-	ctx, cancel := context.WithCancelCause(valuelessContext{req.Context()})
+	ctx, cancel, stop := c.s.cutAtShutdown(valuelessContext{req.Context()})
 	defer cancel(nil)
-	stop := context.AfterFunc(c.s.base, func() { cancel(context.Cause(c.s.base)) })
 	defer stop()
 	h.ServeHTTP(w, c.request(req, ctx))
 	w.finish()

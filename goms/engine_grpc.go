@@ -216,13 +216,9 @@ func (e *grpcEngine) handleStream(_ any, stream grpc.ServerStream) error {
 		return status.Error(codes.Internal, "goms: stream without method")
 	}
 	ctx := stream.Context()
-	// Calls must see the server's shutdown cause like net/http calls do.
-	ctx, cancel := context.WithCancelCause(ctx)
-	stop := context.AfterFunc(e.s.base, func() { cancel(context.Cause(e.s.base)) })
-	defer func() {
-		stop()
-		cancel(nil)
-	}()
+	ctx, cancel, stop := e.s.cutAtShutdown(ctx)
+	defer cancel(nil)
+	defer stop()
 
 	md, _ := metadata.FromIncomingContext(ctx)
 	header := make(http.Header, len(md)+1)

@@ -125,6 +125,17 @@ func (s *Server) shutdownAll(ctx context.Context) bool {
 	return true
 }
 
+// cutAtShutdown returns a context of parent that also ends, with the
+// server's cause, when shutdown cancels the calls still running at the end
+// of its grace period. Calls on net/http get that from their base context;
+// in-process calls and the grpc engine's do not. Call cancel and stop once
+// the call is over.
+func (s *Server) cutAtShutdown(parent context.Context) (ctx context.Context, cancel context.CancelCauseFunc, stop func() bool) {
+	ctx, cancel = context.WithCancelCause(parent)
+	stop = context.AfterFunc(s.base, func() { cancel(context.Cause(s.base)) })
+	return ctx, cancel, stop
+}
+
 // drainInterceptor turns the cancellation of calls cut by shutdown into
 // CodeUnavailable, the code gRPC clients retry on another replica, instead
 // of the CodeCanceled a cancelled context would give.

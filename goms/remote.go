@@ -464,37 +464,43 @@ func (r *remote) proxy() http.Handler {
 		ErrorLog: slog.NewLogLogger(r.s.logger.Handler(), slog.LevelDebug),
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if req.ProtoMajor == 1 && req.Body != nil && req.Body != http.NoBody {
-			// Once a handler writes its response headers, net/http's
-			// HTTP/1.1 server discards what is left of the request body,
-			// under the transport still copying it upstream: the copy
-			// then ends short of its Content-Length, and that error cuts
-			// the response being relayed. The response is relayed once
-			// the body has been sent; an HTTP/1.1 client sends all of it
-			// before it reads.
-			req = req.WithContext(context.WithValue(req.Context(), sendBodyFirstKey{}, true))
-		}
-		if req.ProtoMajor >= 2 && req.Body != nil && req.Body != http.NoBody {
-			// ReverseProxy hands the transport a body whose Close does
-			// nothing, and the HTTP/2 transport's response Close waits
-			// for the request body's copy to end. When the remote ends a
-			// bidi stream early (a first message over its limit) while
-			// the client keeps its half open, that copy would wait for
-			// the client forever: closing the inbound body with the
-			// response ends it.
-			req = req.WithContext(context.WithValue(req.Context(), inboundBodyKey{}, req.Body))
+		if req.Body != nil && req.Body != http.NoBody {
+			req = req.WithContext(context.WithValue(req.Context(), proxiedKey{}, req))
 		}
 		rp.ServeHTTP(w, req)
 	})
 }
 
-// sendBodyFirstKey marks the requests of HTTP/1.1 clients an edge
-// proxies: their response waits for their body to be sent.
-type sendBodyFirstKey struct{}
+// proxiedKey is the context key of the request an edge proxies, when it
+// has a body: the request ReverseProxy hands the transport is another one,
+// and the body it carries does nothing on Close.
+type proxiedKey struct{}
 
-// inboundBodyKey is the context key of the request body an edge proxies,
-// closed when the response it got is closed.
-type inboundBodyKey struct{}
+// inboundBody returns what a call an edge proxies needs of the client's
+// request body once the remote has answered: whether to wait for the body
+// to be sent before relaying the answer, and the body to close with it.
+//
+// An HTTP/1.1 client sends its whole body before it reads, and net/http's
+// HTTP/1.1 server discards what is left of it once the response headers go
+// out, under the transport still copying it upstream: the copy would end
+// short of its Content-Length, and that error would cut the answer being
+// relayed. So the answer waits for the body to be sent.
+//
+// Over HTTP/2 the transport's response Close waits for the body's copy to
+// end. When the remote ends a bidi stream early (a first message over its
+// limit) while the client keeps its half open, the copy would wait for the
+// client for ever: the body is closed with the answer.
+func inboundBody(ctx context.Context) (waitSent bool, closeWith io.Closer) {
+	in, _ := ctx.Value(proxiedKey{}).(*http.Request)
+	switch {
+	case in == nil:
+		return false, nil
+	case in.ProtoMajor == 1:
+		return true, nil
+	default:
+		return false, in.Body
+	}
+}
 
 // roundTripper adapts a Do function to http.RoundTripper.
 type roundTripper func(*http.Request) (*http.Response, error)
@@ -550,13 +556,13 @@ func (c remoteClient) Do(req *http.Request) (*http.Response, error) {
 		res, err := cc.RoundTrip(out)
 		if err == nil {
 			body.finish(false)
-			if first, _ := req.Context().Value(sendBodyFirstKey{}).(bool); first {
+			waitSent, inbound := inboundBody(req.Context())
+			if waitSent {
 				select {
 				case <-body.sent:
 				case <-req.Context().Done():
 				}
 			}
-			inbound, _ := req.Context().Value(inboundBodyKey{}).(io.Closer)
 			res.Body = &endpointBody{ReadCloser: res.Body, ep: ep, inbound: inbound}
 			return res, nil
 		}

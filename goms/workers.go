@@ -58,27 +58,27 @@ type job struct {
 	done chan any
 }
 
-var jobs = sync.Pool{New: func() any { return &job{done: make(chan any, 1)} }}
+var jobPool = sync.Pool{New: func() any { return &job{done: make(chan any, 1)} }}
 
 // serve runs h for the request on a worker and waits for it. A panic of
 // the handler is raised again here, on net/http's goroutine, which
 // handles it as its own (http.ErrAbortHandler included).
 func (p *workers) serve(h http.Handler, w http.ResponseWriter, r *http.Request) {
-	j := jobs.Get().(*job)
+	j := jobPool.Get().(*job)
 	j.h, j.w, j.r = h, w, r
 	select {
 	case p.jobs <- j:
 	default:
 		if !p.start(j) {
 			j.h, j.w, j.r = nil, nil, nil
-			jobs.Put(j)
+			jobPool.Put(j)
 			h.ServeHTTP(w, r)
 			return
 		}
 	}
 	v := <-j.done
 	j.h, j.w, j.r = nil, nil, nil
-	jobs.Put(j)
+	jobPool.Put(j)
 	if v != nil {
 		panic(v)
 	}
