@@ -5,7 +5,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -50,15 +49,6 @@ func readCPUTimes(cpus []int) (cpuTimes, error) {
 		return cpuTimes{}, fmt.Errorf("/proc/stat: found %d of CPUs %v", found, cpus)
 	}
 	return t, nil
-}
-
-// selfCPU returns the CPU time of this process.
-func selfCPU() (time.Duration, error) {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0, err
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
 }
 
 // otherLoad returns the share of the CPUs' time between a and b that went

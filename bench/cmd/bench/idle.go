@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/reversTeam/go-ms/bench/internal/admin"
+	"github.com/reversTeam/go-ms/bench/internal/load"
 	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
 	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
 )
@@ -98,7 +99,7 @@ func measureIdle(ctx context.Context, t idleTarget, conns int, settle time.Durat
 		return res, err
 	}
 	defer func() { _ = p.stop() }()
-	if err := sleepCtx(ctx, settle); err != nil {
+	if err := load.Sleep(ctx, settle); err != nil {
 		return res, err
 	}
 	if res.idle, err = procStatus(p.pid(), "VmRSS"); err != nil {
@@ -121,7 +122,7 @@ func measureIdle(ctx context.Context, t idleTarget, conns int, settle time.Durat
 			return res, fmt.Errorf("%s, %s: %w", t.label, t.listener, err)
 		}
 	}
-	if err := sleepCtx(ctx, settle); err != nil {
+	if err := load.Sleep(ctx, settle); err != nil {
 		return res, err
 	}
 	if err := p.alive(); err != nil {
@@ -206,7 +207,7 @@ func waitReady(ctx context.Context, p *process, url string) error {
 				return nil
 			}
 		}
-		if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
+		if err := load.Sleep(ctx, 20*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -221,15 +222,4 @@ func freePort() (int, error) {
 	}
 	defer func() { _ = ln.Close() }()
 	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

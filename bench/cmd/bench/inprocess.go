@@ -3,11 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/reversTeam/go-ms/bench/internal/load"
 )
 
 // inProcessName names the in-process measurement for -run.
@@ -19,9 +20,6 @@ type callSample struct {
 	calls      int64
 	elapsed    time.Duration
 	cpuPerCall time.Duration // of this whole process: client and server
-	// otherClient is the share of this process's CPUs that other
-	// processes used meanwhile, when bound.
-	otherClient float64
 }
 
 // inProcessResult holds the samples of both calls, one per round.
@@ -54,10 +52,7 @@ func measureInProcess(ctx context.Context, cfg config, bins binaries, clientCPUs
 		}
 		cmd := exec.CommandContext(ctx, bins.path("goms.test"),
 			"-test.run", "^$", "-test.bench", "^BenchmarkClient$", "-test.benchtime", cfg.duration.String())
-		cmd.Env = os.Environ()
-		if clientCPUs != nil {
-			cmd.Env = append(cmd.Env, "GOMAXPROCS="+strconv.Itoa(len(clientCPUs)))
-		}
+		cmd.Env = childEnv(clientCPUs)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			return res, fmt.Errorf("BenchmarkClient: %w\n%s", err, out)
@@ -81,12 +76,11 @@ func measureInProcess(ctx context.Context, cfg config, bins binaries, clientCPUs
 			if !ok {
 				return res, fmt.Errorf("BenchmarkClient reported no %s case:\n%s", c.name, out)
 			}
-			s.otherClient = other
 			logf("round %d/%d, %s, %s: %.0f calls/s, %.1f µs CPU/call (client and server); other processes: %.0f%% of the client CPU",
 				round+1, cfg.rounds, inProcessName, c.name, float64(s.calls)/s.elapsed.Seconds(), micros(s.cpuPerCall), 100*other)
 			*c.samples = append(*c.samples, s)
 		}
-		if err := sleepCtx(ctx, cfg.pause); err != nil {
+		if err := load.Sleep(ctx, cfg.pause); err != nil {
 			return res, err
 		}
 	}
@@ -102,8 +96,11 @@ func parseClientBenchmark(out []byte) (map[string]callSample, error) {
 	samples := make(map[string]callSample)
 	for line := range strings.Lines(string(out)) {
 		fields := strings.Fields(line)
-		name, ok := strings.CutPrefix(fields0(fields), "BenchmarkClient/")
-		if !ok || len(fields) < 4 {
+		if len(fields) < 4 {
+			continue
+		}
+		name, ok := strings.CutPrefix(fields[0], "BenchmarkClient/")
+		if !ok {
 			continue
 		}
 		if i := strings.LastIndexByte(name, '-'); i > 0 {
@@ -138,11 +135,4 @@ func parseClientBenchmark(out []byte) (map[string]callSample, error) {
 		samples[name] = s
 	}
 	return samples, nil
-}
-
-func fields0(f []string) string {
-	if len(f) == 0 {
-		return ""
-	}
-	return f[0]
 }

@@ -145,7 +145,7 @@ func measure(ctx context.Context, cfg config, bins binaries, cpus []int, runs []
 				}
 				retried++
 				logf("  other processes took more than %.0f%% of a CPU: running it again", 100*cfg.maxNoise)
-				if err := sleepCtx(ctx, cfg.pause); err != nil {
+				if err := load.Sleep(ctx, cfg.pause); err != nil {
 					return nil, nil, 0, err
 				}
 			}
@@ -161,7 +161,7 @@ func measure(ctx context.Context, cfg config, bins binaries, cpus []int, runs []
 				continue
 			}
 			results[c] = append(results[c], smp)
-			if err := sleepCtx(ctx, cfg.pause); err != nil {
+			if err := load.Sleep(ctx, cfg.pause); err != nil {
 				return nil, nil, 0, err
 			}
 		}
@@ -204,7 +204,7 @@ func runCase(ctx context.Context, cfg config, s *server, p load.Protocol, sc sce
 		if snap.server, err = s.admin.Stats(ctx); err != nil {
 			return snap, err
 		}
-		if snap.client, err = selfCPU(); err != nil {
+		if snap.client, err = admin.ProcessCPU(); err != nil {
 			return snap, err
 		}
 		if pinned {
@@ -273,7 +273,9 @@ func medianOf(vs []float64) float64 {
 
 // ratio returns the median over rounds of f(a)/f(b), each round's samples
 // taken minutes apart at most, or false when a round lacks one of them.
-func ratio(a, b []sample, f func(sample) float64) (float64, bool) {
+// ratio is the median over rounds of f(a) ÷ f(b), or false when the
+// rounds are missing or f(b) is zero.
+func ratio[T any](a, b []T, f func(T) float64) (float64, bool) {
 	if len(a) == 0 || len(a) != len(b) {
 		return 0, false
 	}

@@ -307,14 +307,7 @@ func (r report) inProcessRatio() (float64, bool) {
 	if !r.inProcess.measured() {
 		return 0, false
 	}
-	rs := make([]float64, 0, len(r.inProcess.inProcess))
-	for i, in := range r.inProcess.inProcess {
-		if in.cpuPerCall <= 0 {
-			return 0, false
-		}
-		rs = append(rs, float64(r.inProcess.loopback[i].cpuPerCall)/float64(in.cpuPerCall))
-	}
-	return medianOf(rs), true
+	return ratio(r.inProcess.loopback, r.inProcess.inProcess, func(s callSample) float64 { return float64(s.cpuPerCall) })
 }
 
 func (r report) writeIdle(w func(string, ...any)) {

@@ -167,29 +167,31 @@ type process struct {
 	err    error // of Wait, once waited is closed
 }
 
+// childEnv is the environment of the programs the harness runs: its own,
+// without OTEL_* (tracing stays off, as on a machine without a collector),
+// and with the GOMAXPROCS the runtime would choose when bound to cpus.
+func childEnv(cpus []int) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "OTEL_") && !strings.HasPrefix(kv, "GOMAXPROCS=") {
+			env = append(env, kv)
+		}
+	}
+	if len(cpus) > 0 {
+		env = append(env, "GOMAXPROCS="+strconv.Itoa(len(cpus)))
+	}
+	return env
+}
+
 // newProcess prepares bin with args; bound to cpus when not empty, it
 // also gets the GOMAXPROCS the runtime would choose under taskset. Its
 // stderr goes to a file of logDir.
 func newProcess(name, bin string, args []string, cpus []int, logDir string) (*process, error) {
 	cmd := exec.Command(bin, args...)
-	for _, kv := range os.Environ() {
-		// Tracing stays off, as on a machine without a collector.
-		if !strings.HasPrefix(kv, "OTEL_") && !strings.HasPrefix(kv, "GOMAXPROCS=") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	if len(cpus) > 0 {
-		cmd.Env = append(cmd.Env, "GOMAXPROCS="+strconv.Itoa(len(cpus)))
-	}
-	log, err := os.CreateTemp(logDir, "goms-bench-"+filepath.Base(bin)+"-*.log")
-	if err != nil {
-		return nil, err
-	}
+	cmd.Env = childEnv(cpus)
 	// O_APPEND lets truncateLog empty the file under the running process.
-	if err := log.Close(); err != nil {
-		return nil, err
-	}
-	if log, err = os.OpenFile(log.Name(), os.O_WRONLY|os.O_APPEND, 0); err != nil {
+	log, err := admin.CreateAppend(logDir, "goms-bench-"+filepath.Base(bin)+"-*.log")
+	if err != nil {
 		return nil, err
 	}
 	cmd.Stderr = log

@@ -135,7 +135,7 @@ func configureObserved(ctx context.Context, cfg *goms.Config, hello *admin.Hello
 	if err != nil {
 		return nil, err
 	}
-	log, err := createAppend(os.TempDir(), "goms-bench-access-*.log")
+	log, err := admin.CreateAppend(os.TempDir(), "goms-bench-access-*.log")
 	if err != nil {
 		return nil, errors.Join(err, tracing.Shutdown(ctx))
 	}
@@ -147,23 +147,4 @@ func configureObserved(ctx context.Context, cfg *goms.Config, hello *admin.Hello
 	return func(ctx context.Context) error {
 		return errors.Join(tracing.Shutdown(ctx), log.Close(), os.Remove(log.Name()))
 	}, nil
-}
-
-// createAppend creates a file in dir, named after pattern as os.CreateTemp
-// does, and returns it opened for appending: the harness empties it
-// between cases while this process writes to it.
-func createAppend(dir, pattern string) (*os.File, error) {
-	f, err := os.CreateTemp(dir, pattern)
-	if err != nil {
-		return nil, err
-	}
-	name := f.Name()
-	if err := f.Close(); err != nil {
-		return nil, errors.Join(err, os.Remove(name))
-	}
-	f, err = os.OpenFile(name, os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		return nil, errors.Join(err, os.Remove(name))
-	}
-	return f, nil
 }

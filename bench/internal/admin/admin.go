@@ -7,6 +7,7 @@ package admin
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -73,14 +74,22 @@ const StatsPath = "/stats"
 
 // ReadStats returns the counters of this process.
 func ReadStats() (Stats, error) {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+	cpu, err := ProcessCPU()
+	if err != nil {
 		return Stats{}, err
 	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	return Stats{CPU: cpu, Mallocs: ms.Mallocs, AllocBytes: ms.TotalAlloc}, nil
+}
+
+// ProcessCPU returns the CPU time, user and system, this process has used.
+func ProcessCPU() (time.Duration, error) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, err
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
 }
 
 // Serve starts the admin endpoint on addr and returns the address it is
@@ -163,4 +172,23 @@ func (c *Client) Stats(ctx context.Context) (Stats, error) {
 		return Stats{}, fmt.Errorf("admin: %s: %w", c.url, err)
 	}
 	return st, nil
+}
+
+// CreateAppend creates a file in dir, named after pattern as os.CreateTemp
+// does, and returns it opened for appending, so that the harness can empty
+// it (truncate) between cases while a server writes to it.
+func CreateAppend(dir, pattern string) (*os.File, error) {
+	f, err := os.CreateTemp(dir, pattern)
+	if err != nil {
+		return nil, err
+	}
+	name := f.Name()
+	if err := f.Close(); err != nil {
+		return nil, errors.Join(err, os.Remove(name))
+	}
+	f, err = os.OpenFile(name, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return nil, errors.Join(err, os.Remove(name))
+	}
+	return f, nil
 }

@@ -44,13 +44,10 @@ type http1Caller struct {
 type http1Conn struct {
 	nc net.Conn // nil until dialled, and once closed
 	br *bufio.Reader
-	// used is set once nc has carried a call.
-	used bool
 	// body holds the last response's body.
 	body []byte
-	// valid holds the first body nc got, once validated is set.
-	valid     []byte
-	validated bool
+	// valid holds the first body nc got, once checked (never empty then).
+	valid []byte
 	// ctx is the context whose end unblocks nc; stop unregisters it.
 	ctx  context.Context
 	stop func() bool
@@ -131,7 +128,9 @@ var errNoAnswer = errors.New("the connection ended before the response began")
 // does for a connection it finds closed. Any failure closes the
 // connection.
 func (c *http1Caller) roundTrip(ctx context.Context, cn *http1Conn) error {
-	for resent := false; ; resent = true {
+	for {
+		// A failure closes cn, so a resend is always on a fresh
+		// connection, and happens once at most.
 		fresh := cn.nc == nil
 		if fresh {
 			if err := cn.dial(ctx, &c.dialer, c.addr); err != nil {
@@ -139,7 +138,7 @@ func (c *http1Caller) roundTrip(ctx context.Context, cn *http1Conn) error {
 			}
 		}
 		cn.watch(ctx)
-		err := c.exchange(cn)
+		err := c.exchange(cn, !fresh)
 		if err == nil {
 			return nil
 		}
@@ -147,7 +146,7 @@ func (c *http1Caller) roundTrip(ctx context.Context, cn *http1Conn) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if !fresh && !resent && errors.Is(err, errNoAnswer) {
+		if !fresh && errors.Is(err, errNoAnswer) {
 			continue
 		}
 		return fmt.Errorf("load: %s: %w", c.url, err)
@@ -155,10 +154,9 @@ func (c *http1Caller) roundTrip(ctx context.Context, cn *http1Conn) error {
 }
 
 // exchange writes the request on cn and reads and checks the response,
-// closing cn if the server said it would close it.
-func (c *http1Caller) exchange(cn *http1Conn) error {
-	reused := cn.used
-	cn.used = true
+// closing cn if the server said it would close it. reused tells whether cn
+// carried a call before.
+func (c *http1Caller) exchange(cn *http1Conn, reused bool) error {
 	if _, err := cn.nc.Write(c.req); err != nil {
 		if reused {
 			return fmt.Errorf("%w: writing the request: %w", errNoAnswer, err)
@@ -184,7 +182,7 @@ func (c *http1Caller) exchange(cn *http1Conn) error {
 	if len(cn.body) == 0 {
 		return errors.New("status 200 with an empty body")
 	}
-	if cn.validated {
+	if len(cn.valid) > 0 {
 		if !bytes.Equal(cn.body, cn.valid) {
 			return fmt.Errorf("the body differs from the first one of the connection, which was checked: got %.200q, first %.200q", cn.body, cn.valid)
 		}
@@ -198,7 +196,6 @@ func (c *http1Caller) exchange(cn *http1Conn) error {
 		return err
 	}
 	cn.valid = append(cn.valid[:0], cn.body...)
-	cn.validated = true
 	return nil
 }
 
@@ -209,7 +206,7 @@ func (cn *http1Conn) dial(ctx context.Context, d *net.Dialer, addr string) error
 	if err != nil {
 		return err
 	}
-	cn.nc, cn.used, cn.validated = nc, false, false
+	cn.nc, cn.valid = nc, cn.valid[:0]
 	if cn.br == nil {
 		cn.br = bufio.NewReaderSize(nc, http1ReadBuffer)
 	} else {

@@ -151,7 +151,7 @@ func Run[S any](ctx context.Context, c Caller, o Options, snapshot func(context.
 		}
 	}
 
-	if err := sleep(ctx, o.Warmup); err != nil {
+	if err := Sleep(ctx, o.Warmup); err != nil {
 		stop()
 		return res, err
 	}
@@ -162,7 +162,7 @@ func Run[S any](ctx context.Context, c Caller, o Options, snapshot func(context.
 		return res, fmt.Errorf("load: opening snapshot: %w", err)
 	}
 	c0, t0 := completed.Load(), time.Now()
-	if err := sleep(ctx, o.Duration); err != nil {
+	if err := Sleep(ctx, o.Duration); err != nil {
 		stop()
 		return res, err
 	}
@@ -187,7 +187,7 @@ func Run[S any](ctx context.Context, c Caller, o Options, snapshot func(context.
 	return res, nil
 }
 
-func sleep(ctx context.Context, d time.Duration) error {
+func Sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
