@@ -522,6 +522,9 @@ func TestStreamFlood(t *testing.T) {
 		if peak > abuseMaxStreams {
 			t.Errorf("%s: %d calls ran at once on one connection, over the limit of %d", listener, peak, abuseMaxStreams)
 		}
+		if n := codes[http2.ErrCodeRefusedStream]; n != streams-abuseMaxStreams {
+			t.Errorf("%s: %d streams refused with REFUSED_STREAM, want %d (codes %v)", listener, n, streams-abuseMaxStreams, codes)
+		}
 		srv.recovered(t, listener+" stream flood")
 	}
 }

@@ -1,8 +1,6 @@
 package goms_test
 
 import (
-	"context"
-	"log/slog"
 	"net/http"
 	"syscall"
 	"testing"
@@ -14,6 +12,7 @@ import (
 	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
 	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
 	"github.com/reversTeam/go-ms/goms"
+	"github.com/reversTeam/go-ms/goms/internal/gomstest"
 )
 
 // BenchmarkClient compares a call through srv.Client to a co-located
@@ -23,24 +22,11 @@ import (
 // getrusage) per call, both sides together, which ns/op (wall time, with
 // the loopback round trip's waits) is not. Compare the cases of one run.
 func BenchmarkClient(b *testing.B) {
-	srv, err := goms.New(goms.Config{
-		Listeners: []goms.Listener{{Name: "gateway", Addr: "127.0.0.1:0"}},
-		Logger:    slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
 	svc := gomsservice.New()
-	if err := srv.Mount(gomsv1connect.NewGoMsServiceHandler(svc, srv.HandlerOptions()...)); err != nil {
-		b.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	b.Cleanup(func() { cancel(); <-done })
+	srv := gomstest.Start(b, goms.Config{Listeners: []goms.Listener{{Name: "gateway"}}}, func(srv *goms.Server) error {
+		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(svc, srv.HandlerOptions()...))
+	})
+	ctx := b.Context()
 	created, err := svc.Create(ctx, connect.NewRequest(&gomsv1.CreateRequest{Name: "bench"}))
 	if err != nil {
 		b.Fatal(err)
@@ -50,13 +36,13 @@ func BenchmarkClient(b *testing.B) {
 	var h2c http.Protocols
 	h2c.SetUnencryptedHTTP2(true)
 	loopback := &http.Client{Transport: &http.Transport{Protocols: &h2c}}
-	inProcess, baseURL := srv.Client(gomsv1connect.GoMsServiceName)
+	inProcess, baseURL := srv.Server.Client(gomsv1connect.GoMsServiceName)
 	for _, c := range []struct {
 		name   string
 		client gomsv1connect.GoMsServiceClient
 	}{
 		{"in-process", gomsv1connect.NewGoMsServiceClient(inProcess, baseURL, connect.WithGRPC())},
-		{"loopback-h2c", gomsv1connect.NewGoMsServiceClient(loopback, "http://"+srv.Addr("gateway").String(), connect.WithGRPC())},
+		{"loopback-h2c", gomsv1connect.NewGoMsServiceClient(loopback, srv.URL("gateway"), connect.WithGRPC())},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()

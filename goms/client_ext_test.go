@@ -188,8 +188,9 @@ func TestClientUnaryContext(t *testing.T) {
 		gomstest.WantError(t, err, connect.CodeInternal)
 
 		ctx, cancel = context.WithCancel(t.Context())
-		time.AfterFunc(50*time.Millisecond, cancel)
 		probe.started = make(chan struct{})
+		started := probe.started
+		go func() { <-started; cancel() }() // once the handler waits on its context
 		_, err = client.Get(ctx, connect.NewRequest(&gomsv1.GetRequest{Id: "block"}))
 		gomstest.WantError(t, err, connect.CodeCanceled)
 	}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/reversTeam/go-ms/examples/services/gomsservice"
 	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
@@ -83,7 +85,7 @@ func TestEdge(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Watch through the edge: %v", err)
 			}
-			_, item := gomstest.AwaitCreated(t, func() (*gomsv1.WatchResponse, error) {
+			ev, item := gomstest.AwaitCreated(t, func() (*gomsv1.WatchResponse, error) {
 				if !stream.Receive() {
 					if err := stream.Err(); err != nil {
 						return nil, err
@@ -98,8 +100,9 @@ func TestEdge(t *testing.T) {
 				}
 				return res.Msg.GetItem(), nil
 			}, "watched-"+p.name)
-			if item == nil {
-				t.Fatal("no Watch event through the edge")
+			want := &gomsv1.WatchResponse{Type: gomsv1.ChangeType_CHANGE_TYPE_CREATED, Item: item}
+			if diff := cmp.Diff(want, ev, protocmp.Transform()); diff != "" {
+				t.Errorf("Watch event through the edge (-want +got):\n%s", diff)
 			}
 			_ = stream.Close()
 

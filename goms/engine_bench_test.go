@@ -1,8 +1,6 @@
 package goms_test
 
 import (
-	"context"
-	"log/slog"
 	"testing"
 
 	"connectrpc.com/connect"
@@ -13,6 +11,7 @@ import (
 	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
 	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
 	"github.com/reversTeam/go-ms/goms"
+	"github.com/reversTeam/go-ms/goms/internal/gomstest"
 )
 
 // BenchmarkEngines compares the two engines of a grpc-mode listener under
@@ -21,30 +20,19 @@ import (
 func BenchmarkEngines(b *testing.B) {
 	for _, engine := range []goms.Engine{goms.EngineNetHTTP, goms.EngineGRPC} {
 		b.Run(string(engine), func(b *testing.B) {
-			srv, err := goms.New(goms.Config{
-				Listeners: []goms.Listener{{Name: "grpc", Addr: "127.0.0.1:0", Mode: goms.ModeGRPC, Engine: engine}},
-				Logger:    slog.New(slog.DiscardHandler),
-			})
-			if err != nil {
-				b.Fatal(err)
-			}
 			svc := gomsservice.New()
-			if err := srv.Mount(gomsv1connect.NewGoMsServiceHandler(svc, srv.HandlerOptions()...)); err != nil {
-				b.Fatal(err)
-			}
-			if err := srv.Listen(); err != nil {
-				b.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- srv.Serve(ctx) }()
-			b.Cleanup(func() { cancel(); <-done })
+			srv := gomstest.Start(b, goms.Config{
+				Listeners: []goms.Listener{{Name: "grpc", Mode: goms.ModeGRPC, Engine: engine}},
+			}, func(srv *goms.Server) error {
+				return srv.Mount(gomsv1connect.NewGoMsServiceHandler(svc, srv.HandlerOptions()...))
+			})
+			ctx := b.Context()
 
 			created, err := svc.Create(ctx, connect.NewRequest(&gomsv1.CreateRequest{Name: "bench"}))
 			if err != nil {
 				b.Fatal(err)
 			}
-			conn, err := grpc.NewClient(srv.Addr("grpc").String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			conn, err := grpc.NewClient(srv.Addr("grpc"), grpc.WithTransportCredentials(insecure.NewCredentials()))
 			if err != nil {
 				b.Fatal(err)
 			}

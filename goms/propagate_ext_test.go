@@ -14,13 +14,14 @@ import (
 	"github.com/reversTeam/go-ms/goms/internal/gomstest"
 )
 
-// headerEcho answers Get with the request id and tenant it received.
+// headerEcho answers Get with the request id, X-Tenant and X-Other it
+// received.
 type headerEcho struct {
 	gomsv1connect.UnimplementedGoMsServiceHandler
 }
 
 func (headerEcho) Get(_ context.Context, req *connect.Request[gomsv1.GetRequest]) (*connect.Response[gomsv1.GetResponse], error) {
-	name := req.Header().Get(goms.RequestIDHeader) + "|" + req.Header().Get("X-Tenant")
+	name := req.Header().Get(goms.RequestIDHeader) + "|" + req.Header().Get("X-Tenant") + "|" + req.Header().Get("X-Other")
 	return connect.NewResponse(&gomsv1.GetResponse{Item: &gomsv1.Item{Id: req.Msg.GetId(), Name: name}}), nil
 }
 
@@ -41,7 +42,7 @@ func (f frontService) Get(ctx context.Context, req *connect.Request[childv1.GetR
 
 // TestPropagate checks that a handler's calls to another service carry the
 // request id of the call it serves and the headers Config.Propagate names,
-// whether that service runs in-process or remotely.
+// and no other header, whether that service runs in-process or remotely.
 func TestPropagate(t *testing.T) {
 	t.Parallel()
 	mountFront := func(srv *goms.Server) error {
@@ -77,7 +78,7 @@ func TestPropagate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got, want := res.Msg.GetItem().GetName(), "req-"+c.name+"|acme"; got != want {
+			if got, want := res.Msg.GetItem().GetName(), "req-"+c.name+"|acme|"; got != want {
 				t.Errorf("the goms call saw %q, want %q", got, want)
 			}
 		})

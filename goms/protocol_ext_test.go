@@ -394,6 +394,7 @@ func TestRejectionWire(t *testing.T) {
 		wantContentType                   string
 		wantInBody                        string
 		wantGRPCStatus                    string
+		wantAcceptPost                    string // contained in Accept-Post
 	}{
 		{
 			name: "connect-json on grpc", listener: "grpc", contentType: "application/json", body: `{"name":"x"}`,
@@ -402,7 +403,7 @@ func TestRejectionWire(t *testing.T) {
 		},
 		{
 			name: "text on grpc", listener: "grpc", contentType: "text/plain", body: "x",
-			wantStatus: http.StatusUnsupportedMediaType,
+			wantStatus: http.StatusUnsupportedMediaType, wantAcceptPost: "application/grpc",
 		},
 		{
 			name: "connect-json on grpcgo", listener: "grpcgo", contentType: "application/json", body: `{"name":"x"}`,
@@ -443,6 +444,9 @@ func TestRejectionWire(t *testing.T) {
 			}
 			if got := res.Header.Get("Grpc-Status"); got != c.wantGRPCStatus {
 				t.Errorf("Grpc-Status %q, want %q", got, c.wantGRPCStatus)
+			}
+			if got := res.Header.Get("Accept-Post"); c.wantAcceptPost != "" && !strings.Contains(got, c.wantAcceptPost) {
+				t.Errorf("Accept-Post %q, want it to contain %q", got, c.wantAcceptPost)
 			}
 		})
 	}

@@ -96,7 +96,7 @@ func TestRemoteBalancesAndFailsOver(t *testing.T) {
 	// (NO_SIDE_EFFECTS), so calls cut before their response began are sent
 	// again too. Only a call whose response was cut after it began can
 	// fail: at most one per caller, with another code.
-	bBefore := b.calls.Load()
+	aBefore := a.calls.Load()
 	var sent, cut atomic.Int64
 	stop := make(chan struct{})
 	const callers = 8
@@ -121,15 +121,22 @@ func TestRemoteBalancesAndFailsOver(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(50 * time.Millisecond)
+	// Stop a once the load reaches it.
+	for deadline := time.Now().Add(5 * time.Second); a.calls.Load() == aBefore && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 	if err := runA.Server.Close(); err != nil {
 		t.Logf("closing replica a: %v", err)
 	}
+	bAtClose := b.calls.Load()
 	time.Sleep(200 * time.Millisecond)
 	close(stop)
 	wg.Wait()
 	t.Logf("failover: %d calls sent, %d never-delivered failures, %d cut in their response; replica b served %d after a stopped",
-		sent.Load(), failed.Load(), cut.Load(), b.calls.Load()-bBefore)
+		sent.Load(), failed.Load(), cut.Load(), b.calls.Load()-bAtClose)
+	if b.calls.Load() == bAtClose {
+		t.Error("replica b served no call after a stopped")
+	}
 	if cut.Load() > callers {
 		t.Errorf("%d calls cut: more than the %d that can be in flight on the replica that stopped", cut.Load(), callers)
 	}
@@ -261,7 +268,7 @@ func TestRemoteConfigErrors(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			_, err := goms.New(base(c.r))
-			if err == nil || !contains(err.Error(), c.want) {
+			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("New: %v, want an error containing %q", err, c.want)
 			}
 		})
@@ -281,13 +288,11 @@ func TestRemoteConfigErrors(t *testing.T) {
 		if err == nil {
 			_ = srv.Close()
 		}
-		if err == nil || !contains(err.Error(), "local or remote, not both") {
+		if err == nil || !strings.Contains(err.Error(), "local or remote, not both") {
 			t.Errorf("Listen: %v, want the local-and-remote error", err)
 		}
 	})
 }
-
-func contains(s, part string) bool { return strings.Contains(s, part) }
 
 // TestServices checks that Config.Services picks which of the services a
 // program mounts run in this process.
@@ -324,7 +329,7 @@ func TestServices(t *testing.T) {
 		if err == nil {
 			_ = srv.Close()
 		}
-		if err == nil || !contains(err.Error(), c.want) {
+		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: Listen: %v, want %q", c.name, err, c.want)
 		}
 	}

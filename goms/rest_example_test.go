@@ -1,7 +1,6 @@
 package goms_test
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,20 +11,6 @@ import (
 	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
 	"github.com/reversTeam/go-ms/goms"
 )
-
-// serveInBackground serves srv until the returned function is called.
-func serveInBackground(srv *goms.Server) (stop func(), err error) {
-	if err := srv.Listen(); err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(ctx)
-	}()
-	return func() { cancel(); <-done }, nil
-}
 
 // ExampleListener_rest serves the google.api.http routes of goms.v1
 // ("POST /goms", "GET /goms/{id}" …) next to its RPC procedures.
@@ -42,7 +27,7 @@ func ExampleListener_rest() {
 		fmt.Println(err)
 		return
 	}
-	stop, err := serveInBackground(srv)
+	stop, err := startExample(srv)
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -90,7 +75,7 @@ func ExampleCORS() {
 		fmt.Println(err)
 		return
 	}
-	stop, err := serveInBackground(srv)
+	stop, err := startExample(srv)
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -313,7 +313,8 @@ func TestRESTMessageLimit(t *testing.T) {
 	}, nil)
 	body := `{"name":"` + strings.Repeat("x", 2<<10) + `"}`
 	r := rest(t, gomstest.HTTP1(t), "POST", srv.URL("http")+"/goms", body)
-	if r.status < 400 {
-		t.Fatalf("POST /goms of 2 KiB with a 1 KiB limit: status %d, want an error; body %.200s", r.status, r.raw)
+	// resource_exhausted: HTTP 429, google.rpc.Status code 8.
+	if r.status != http.StatusTooManyRequests || !strings.Contains(string(r.raw), `"code":8`) {
+		t.Fatalf("POST /goms of 2 KiB with a 1 KiB limit: status %d, body %.200s; want 429 and code 8", r.status, r.raw)
 	}
 }

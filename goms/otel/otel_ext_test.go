@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
@@ -290,6 +291,11 @@ func TestConfigFromEnvironment(t *testing.T) {
 	if _, err := client.List(t.Context(), connect.NewRequest(&gomsv1.ListRequest{})); err != nil {
 		t.Fatal(err)
 	}
+	// Health checks are left untraced.
+	health := grpchealth.NewClient(gomstest.H2C(t), run.URL("gateway"), connect.WithGRPC())
+	if _, err := health.Check(t.Context(), &grpchealth.CheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
 	if err := tracing.Shutdown(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -323,8 +329,10 @@ func TestOffUnlessConfigured(t *testing.T) {
 	}
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
 	t.Setenv("OTEL_SDK_DISABLED", "true")
-	if tracing, err := otel.New(t.Context(), otel.Config{}); err != nil || tracing.Enabled() {
-		t.Errorf("OTEL_SDK_DISABLED=true: enabled %v, err %v", tracing.Enabled(), err)
+	if tracing, err := otel.New(t.Context(), otel.Config{}); err != nil {
+		t.Errorf("OTEL_SDK_DISABLED=true: %v", err)
+	} else if tracing.Enabled() {
+		t.Error("OTEL_SDK_DISABLED=true: tracing is on")
 	}
 }
 
