@@ -81,30 +81,13 @@ func TestEdge(t *testing.T) {
 			_, err = client.Get(t.Context(), connect.NewRequest(&gomsv1.GetRequest{Id: "0000000000000000"}))
 			gomstest.WantError(t, err, connect.CodeNotFound, "0000000000000000")
 
-			stream, err := client.Watch(t.Context(), connect.NewRequest(&gomsv1.WatchRequest{}))
-			if err != nil {
-				t.Fatalf("Watch through the edge: %v", err)
-			}
-			ev, item := gomstest.AwaitCreated(t, func() (*gomsv1.WatchResponse, error) {
-				if !stream.Receive() {
-					if err := stream.Err(); err != nil {
-						return nil, err
-					}
-					return nil, io.EOF
-				}
-				return stream.Msg(), nil
-			}, func(name string) (*gomsv1.Item, error) {
-				res, err := client.Create(t.Context(), connect.NewRequest(&gomsv1.CreateRequest{Name: name}))
-				if err != nil {
-					return nil, err
-				}
-				return res.Msg.GetItem(), nil
-			}, "watched-"+p.name)
+			watch := gomstest.NewWatcher(t.Context(), client)
+			ev, item := gomstest.AwaitCreated(t, watch.Recv, gomstest.Creator(t.Context(), client), "watched-"+p.name)
 			want := &gomsv1.WatchResponse{Type: gomsv1.ChangeType_CHANGE_TYPE_CREATED, Item: item}
 			if diff := cmp.Diff(want, ev, protocmp.Transform()); diff != "" {
 				t.Errorf("Watch event through the edge (-want +got):\n%s", diff)
 			}
-			_ = stream.Close()
+			watch.Close()
 
 			if !p.bidi {
 				return

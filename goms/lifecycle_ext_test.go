@@ -98,28 +98,10 @@ func TestGracefulShutdown(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 			defer cancel()
 
-			var stream *connect.ServerStreamForClient[gomsv1.WatchResponse]
-			recv := func() (*gomsv1.WatchResponse, error) {
-				if stream == nil {
-					var err error
-					if stream, err = client.Watch(ctx, connect.NewRequest(&gomsv1.WatchRequest{})); err != nil {
-						return nil, err
-					}
-				}
-				if !stream.Receive() {
-					return nil, stream.Err()
-				}
-				return stream.Msg(), nil
-			}
-			create := func(name string) (*gomsv1.Item, error) {
-				res, err := client.Create(ctx, connect.NewRequest(&gomsv1.CreateRequest{Name: name}))
-				if err != nil {
-					return nil, err
-				}
-				return res.Msg.GetItem(), nil
-			}
+			watch := gomstest.NewWatcher(ctx, client)
+			defer watch.Close()
+			recv, create := watch.Recv, gomstest.Creator(ctx, client)
 			gomstest.AwaitCreated(t, recv, create, "watch")
-			defer stream.Close()
 
 			type result struct {
 				item *gomsv1.Item
@@ -215,28 +197,10 @@ func TestCloseDuringShutdown(t *testing.T) {
 	client := gomsv1connect.NewGoMsServiceClient(gomstest.H2C(t), srv.URL("gateway"), connect.WithGRPC())
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	var stream *connect.ServerStreamForClient[gomsv1.WatchResponse]
-	recv := func() (*gomsv1.WatchResponse, error) {
-		if stream == nil {
-			var err error
-			if stream, err = client.Watch(ctx, connect.NewRequest(&gomsv1.WatchRequest{})); err != nil {
-				return nil, err
-			}
-		}
-		if !stream.Receive() {
-			return nil, stream.Err()
-		}
-		return stream.Msg(), nil
-	}
-	create := func(name string) (*gomsv1.Item, error) {
-		res, err := client.Create(ctx, connect.NewRequest(&gomsv1.CreateRequest{Name: name}))
-		if err != nil {
-			return nil, err
-		}
-		return res.Msg.GetItem(), nil
-	}
+	watch := gomstest.NewWatcher(ctx, client)
+	defer watch.Close()
+	recv, create := watch.Recv, gomstest.Creator(ctx, client)
 	gomstest.AwaitCreated(t, recv, create, "watch")
-	defer stream.Close()
 
 	srv.Stop()
 	waitRefused(t, srv.Addr("gateway"))

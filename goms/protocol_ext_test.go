@@ -200,26 +200,10 @@ func (c matrixCase) accepted(t *testing.T, p rpcProtocol) {
 		// connect-go's Watch returns once the response headers are in,
 		// which the server sends with the first event: open the stream
 		// from recv, while AwaitCreated creates items.
-		var stream *connect.ServerStreamForClient[gomsv1.WatchResponse]
-		defer func() {
-			if stream != nil {
-				_ = stream.Close()
-			}
-		}()
-		recv := func() (*gomsv1.WatchResponse, error) {
-			if stream == nil {
-				var err error
-				if stream, err = c.client.Watch(ctx, connect.NewRequest(&gomsv1.WatchRequest{})); err != nil {
-					return nil, fmt.Errorf("Watch: %w", err)
-				}
-			}
-			if !stream.Receive() {
-				return nil, fmt.Errorf("stream ended: %w", stream.Err())
-			}
-			return stream.Msg(), nil
-		}
+		watch := gomstest.NewWatcher(ctx, c.client)
+		defer watch.Close()
 		create := func(name string) (*gomsv1.Item, error) { return c.create(ctx, name) }
-		ev, item := gomstest.AwaitCreated(t, recv, create, c.name+" watch")
+		ev, item := gomstest.AwaitCreated(t, watch.Recv, create, c.name+" watch")
 		want := &gomsv1.WatchResponse{Type: gomsv1.ChangeType_CHANGE_TYPE_CREATED, Item: item}
 		if diff := cmp.Diff(want, ev, protocmp.Transform()); diff != "" {
 			t.Errorf("event (-want +got):\n%s", diff)

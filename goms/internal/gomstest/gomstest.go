@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -265,4 +266,57 @@ func AwaitCreated(tb testing.TB, recv func() (*gomsv1.WatchResponse, error), cre
 	}
 	tb.Fatalf("no CREATED event for %s-* among 1000 events", prefix)
 	return nil, nil
+}
+
+// Watcher receives a GoMsService Watch stream that it opens on the first
+// Recv: connect-go's Watch returns only once the server sends the first
+// event, which AwaitCreated's creations bring.
+type Watcher struct {
+	ctx    context.Context
+	client gomsv1connect.GoMsServiceClient
+	stream *connect.ServerStreamForClient[gomsv1.WatchResponse]
+}
+
+// NewWatcher returns a Watcher of client's Watch, called with ctx.
+func NewWatcher(ctx context.Context, client gomsv1connect.GoMsServiceClient) *Watcher {
+	return &Watcher{ctx: ctx, client: client}
+}
+
+// Recv returns the next event; a stream that ends, cleanly or not, is an
+// error (io.EOF for a clean end).
+func (w *Watcher) Recv() (*gomsv1.WatchResponse, error) {
+	if w.stream == nil {
+		stream, err := w.client.Watch(w.ctx, connect.NewRequest(&gomsv1.WatchRequest{}))
+		if err != nil {
+			return nil, fmt.Errorf("Watch: %w", err)
+		}
+		w.stream = stream
+	}
+	if !w.stream.Receive() {
+		err := w.stream.Err()
+		if err == nil {
+			err = io.EOF
+		}
+		return nil, fmt.Errorf("stream ended: %w", err)
+	}
+	return w.stream.Msg(), nil
+}
+
+// Close closes the stream, if Recv opened it.
+func (w *Watcher) Close() {
+	if w.stream != nil {
+		_ = w.stream.Close()
+	}
+}
+
+// Creator returns a create function for AwaitCreated: client's Create,
+// called with ctx.
+func Creator(ctx context.Context, client gomsv1connect.GoMsServiceClient) func(name string) (*gomsv1.Item, error) {
+	return func(name string) (*gomsv1.Item, error) {
+		res, err := client.Create(ctx, connect.NewRequest(&gomsv1.CreateRequest{Name: name}))
+		if err != nil {
+			return nil, err
+		}
+		return res.Msg.GetItem(), nil
+	}
 }
