@@ -303,23 +303,25 @@ func TestHTTP1CallerRawFraming(t *testing.T) {
 		name, raw  string
 		closeAfter bool
 		want       string // in the error; "" for success
+		wantConns  int64  // connections for the 3 calls; 0 leaves it unchecked
 	}{
 		{"chunk extensions and trailers",
-			fmt.Sprintf("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\n%s\r\n%x\r\n%s\r\n0\r\nX-Check: done\r\n\r\n", body[:3], len(body)-3, body[3:]), false, ""},
+			fmt.Sprintf("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\n%s\r\n%x\r\n%s\r\n0\r\nX-Check: done\r\n\r\n", body[:3], len(body)-3, body[3:]), false, "", 0},
 		{"body to the end of the connection",
-			"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + body, true, ""},
-		{"HTTP/1.0", fmt.Sprintf("HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body), true, ""},
+			"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + body, true, "", 0},
+		// The server keeps the connection; the client must not reuse it.
+		{"HTTP/1.0", fmt.Sprintf("HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body), false, "", 3},
 		{"other Transfer-Encoding",
-			"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", false, "unsupported Transfer-Encoding"},
+			"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", false, "unsupported Transfer-Encoding", 0},
 		{"both lengths",
-			"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n", false, "both Content-Length and Transfer-Encoding"},
+			"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n", false, "both Content-Length and Transfer-Encoding", 0},
 		{"cut short",
-			fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body)+5, body), true, "unexpected EOF"},
-		{"no status line", "hello\r\n\r\n", true, "malformed status line"},
+			fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body)+5, body), true, "unexpected EOF", 0},
+		{"no status line", "hello\r\n\r\n", true, "malformed status line", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			addr, _ := testServer(t, hijacked(t, tc.raw, tc.closeAfter))
+			addr, conns := testServer(t, hijacked(t, tc.raw, tc.closeAfter))
 			c := newTestCaller(t, addr, 10, 1)
 			for range 3 {
 				err := c.Call(context.Background())
@@ -329,6 +331,9 @@ func TestHTTP1CallerRawFraming(t *testing.T) {
 				if tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 					t.Fatalf("call: %v, want an error with %q", err, tc.want)
 				}
+			}
+			if n := conns.Load(); tc.wantConns != 0 && n != tc.wantConns {
+				t.Errorf("%d connections for 3 calls, want %d", n, tc.wantConns)
 			}
 		})
 	}
