@@ -288,7 +288,7 @@ func (w *Watcher) Recv() (*gomsv1.WatchResponse, error) {
 	if w.stream == nil {
 		stream, err := w.client.Watch(w.ctx, connect.NewRequest(&gomsv1.WatchRequest{}))
 		if err != nil {
-			return nil, fmt.Errorf("Watch: %w", err)
+			return nil, fmt.Errorf("opening the Watch stream: %w", err)
 		}
 		w.stream = stream
 	}
