@@ -1,7 +1,6 @@
-// Package gomstest starts real goms servers on loopback ports for tests,
-// with the example services mounted, and builds the HTTP/1.1 and h2c
-// clients that call them. Every server and client it makes is released by
-// the test's Cleanup.
+// Package gomstest is goms's own test kit: the public one,
+// goms/gomstest, with the example services mounted by default, and
+// helpers for their Watch stream.
 package gomstest
 
 import (
@@ -9,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -24,39 +22,16 @@ import (
 	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
 	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
 	"github.com/reversTeam/go-ms/goms"
+	"github.com/reversTeam/go-ms/goms/gomstest"
 )
 
-// ShutdownTimeout is the grace period of the servers New makes when the
-// configuration sets none: short, so that a stream a test leaves open does
-// not hold its cleanup up for goms's default 10 s.
-const ShutdownTimeout = 2 * time.Second
+// Running is a server that Serve started: the public kit's Server.
+type Running = gomstest.Server
 
-// waitServe bounds the wait for Serve to return once its context ended: the
-// grace period, goms's flush timeout (2 s) and some slack.
-const waitServe = 5 * time.Second
-
-// New returns goms.New(cfg) with test defaults: listeners without an
-// address get 127.0.0.1:0, a nil Logger discards, and a zero
-// ShutdownTimeout is ShutdownTimeout. It fails the test when New fails.
+// New is gomstest.New: goms.New(cfg) with test defaults.
 func New(tb testing.TB, cfg goms.Config) *goms.Server {
 	tb.Helper()
-	cfg.Listeners = append([]goms.Listener(nil), cfg.Listeners...)
-	for i := range cfg.Listeners {
-		if cfg.Listeners[i].Addr == "" {
-			cfg.Listeners[i].Addr = "127.0.0.1:0"
-		}
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.ShutdownTimeout == 0 {
-		cfg.ShutdownTimeout = ShutdownTimeout
-	}
-	srv, err := goms.New(cfg)
-	if err != nil {
-		tb.Fatalf("goms.New: %v", err)
-	}
-	return srv
+	return gomstest.New(tb, cfg)
 }
 
 // MountExamples mounts goms.v1.GoMsService and child.v1.ChildService on
@@ -73,134 +48,32 @@ func MountExamples(srv *goms.Server, clientOpts ...connect.ClientOption) error {
 	)
 }
 
-// Running is a server that Serve started.
-type Running struct {
-	// Server is the running server.
-	Server *goms.Server
-
-	stop context.CancelFunc
-	done chan struct{}
-	err  error // Serve's result, once done is closed
-}
-
-// Start makes a server with New, lets mount mount its handlers (nil mounts
-// the example services, the child calling its parent over gRPC), and
-// serves it with Serve.
+// Start is gomstest.Start, where a nil mount mounts the example services,
+// the child calling its parent over gRPC.
 func Start(tb testing.TB, cfg goms.Config, mount func(*goms.Server) error) *Running {
 	tb.Helper()
-	srv := New(tb, cfg)
 	if mount == nil {
 		mount = func(srv *goms.Server) error { return MountExamples(srv, connect.WithGRPC()) }
 	}
-	if err := mount(srv); err != nil {
-		tb.Fatalf("mount: %v", err)
-	}
-	return Serve(tb, srv)
+	return gomstest.Start(tb, cfg, mount)
 }
 
-// Serve binds srv's listeners and serves them until Stop or the end of the
-// test, whose cleanup stops the server and fails the test when Serve does
-// not return nil in time.
+// Serve is gomstest.Serve.
 func Serve(tb testing.TB, srv *goms.Server) *Running {
 	tb.Helper()
-	if err := srv.Listen(); err != nil {
-		tb.Fatalf("Listen: %v", err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	r := &Running{Server: srv, stop: stop, done: make(chan struct{})}
-	go func() {
-		defer close(r.done)
-		r.err = srv.Serve(ctx)
-	}()
-	tb.Cleanup(func() {
-		r.stop()
-		select {
-		case <-r.done:
-		case <-time.After(waitServe):
-			_ = srv.Close()
-			tb.Errorf("Serve did not return within %v of the end of the test", waitServe)
-			<-r.done
-			return
-		}
-		if r.err != nil {
-			tb.Errorf("Serve: %v", r.err)
-		}
-	})
-	return r
+	return gomstest.Serve(tb, srv)
 }
 
-// URL returns the base URL of the named listener, "http://127.0.0.1:port".
-func (r *Running) URL(listener string) string {
-	addr := r.Server.Addr(listener)
-	if addr == nil {
-		panic("gomstest: no listener " + listener)
-	}
-	return "http://" + addr.String()
-}
+// H2C is gomstest.H2C: an HTTP/2 client without TLS.
+func H2C(tb testing.TB) *http.Client { return gomstest.H2C(tb) }
 
-// Addr returns the host:port of the named listener.
-func (r *Running) Addr(listener string) string {
-	addr := r.Server.Addr(listener)
-	if addr == nil {
-		panic("gomstest: no listener " + listener)
-	}
-	return addr.String()
-}
+// HTTP1 is gomstest.HTTP1: an HTTP/1.1 client.
+func HTTP1(tb testing.TB) *http.Client { return gomstest.HTTP1(tb) }
 
-// Stop cancels Serve's context: the server begins its graceful shutdown.
-func (r *Running) Stop() { r.stop() }
-
-// Done is closed once Serve has returned.
-func (r *Running) Done() <-chan struct{} { return r.done }
-
-// Wait waits for Serve to return and returns its result, failing the test
-// when it takes longer than the grace period plus a few seconds.
-func (r *Running) Wait(tb testing.TB) error {
-	tb.Helper()
-	select {
-	case <-r.done:
-		return r.err
-	case <-time.After(waitServe):
-		tb.Fatalf("Serve did not return within %v", waitServe)
-		return nil
-	}
-}
-
-// H2C returns a client that speaks HTTP/2 without TLS with prior
-// knowledge, as gRPC clients do.
-func H2C(tb testing.TB) *http.Client {
-	var p http.Protocols
-	p.SetUnencryptedHTTP2(true)
-	c := &http.Client{Transport: &http.Transport{Protocols: &p}}
-	tb.Cleanup(c.CloseIdleConnections)
-	return c
-}
-
-// HTTP1 returns a client that speaks HTTP/1.1 only, as browsers do over
-// plain HTTP.
-func HTTP1(tb testing.TB) *http.Client {
-	var p http.Protocols
-	p.SetHTTP1(true)
-	c := &http.Client{Transport: &http.Transport{Protocols: &p}}
-	tb.Cleanup(c.CloseIdleConnections)
-	return c
-}
-
-// WantError fails the test unless err is a connect error with code whose
-// message contains every one of parts.
+// WantError is gomstest.WantError.
 func WantError(tb testing.TB, err error, code connect.Code, parts ...string) {
 	tb.Helper()
-	if err == nil {
-		tb.Fatalf("got no error, want %v", code)
-	}
-	if got := connect.CodeOf(err); got != code {
-		tb.Fatalf("got code %v (%v), want %v", got, err, code)
-	}
-	for _, part := range parts {
-		if !strings.Contains(err.Error(), part) {
-			tb.Fatalf("error %q does not contain %q", err, part)
-		}
-	}
+	gomstest.WantError(tb, err, code, parts...)
 }
 
 // AwaitCreated proves that a Watch stream is live: since nothing tells
