@@ -276,10 +276,7 @@ func TestSlowloris(t *testing.T) {
 			trickle: []byte("X-Slow: " + strings.Repeat("z", 100)),
 			limit:   abuseReadHeaderTimeout,
 		},
-		// The grpc engine's router waits ReadHeaderTimeout for the
-		// preface, then hands what it read to net/http, which waits as
-		// long again.
-		{name: "h2-partial-preface", start: []byte(http2.ClientPreface[:20]), limit: abuseReadHeaderTimeout, grpcLimit: 2 * abuseReadHeaderTimeout},
+		{name: "h2-partial-preface", start: []byte(http2.ClientPreface[:20]), limit: abuseReadHeaderTimeout},
 		// net/http closes an idle HTTP/2 connection 1s after its GOAWAY;
 		// grpc-go waits ReadHeaderTimeout for the client's SETTINGS.
 		{name: "h2-preface-only", start: []byte(http2.ClientPreface), limit: abuseIdleTimeout + time.Second, grpcLimit: abuseReadHeaderTimeout},

@@ -1,7 +1,6 @@
 package goms
 
 import (
-	"bytes"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -45,10 +44,12 @@ const sniffWindow = 25 * time.Millisecond
 
 // route reads the start of a connection and reports whether it belongs to
 // the gRPC engine. It returns the bytes read, which the chosen server must
-// see first. A connection that sends nothing within timeout is dropped.
-func route(c net.Conn, timeout time.Duration) (grpc bool, seen []byte, err error) {
+// see first. It returns an error when the connection ends, or deadline
+// passes, before its first bytes tell HTTP/2 from HTTP/1.x: the caller
+// closes such a connection rather than let another server wait again.
+func route(c net.Conn, deadline time.Time) (grpc bool, seen []byte, err error) {
 	rec := &recordingReader{r: c}
-	if err := c.SetReadDeadline(time.Now().Add(timeout)); err != nil {
+	if err := c.SetReadDeadline(deadline); err != nil {
 		return false, nil, err
 	}
 	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
@@ -63,7 +64,10 @@ func route(c net.Conn, timeout time.Duration) (grpc bool, seen []byte, err error
 			return false, rec.buf, err
 		}
 	}
-	if err := c.SetReadDeadline(time.Now().Add(sniffWindow)); err != nil {
+	if d := time.Now().Add(sniffWindow); d.Before(deadline) {
+		deadline = d
+	}
+	if err := c.SetReadDeadline(deadline); err != nil {
 		return false, nil, err
 	}
 	framer := http2.NewFramer(io.Discard, rec)
@@ -120,16 +124,17 @@ func (r *recordingReader) Read(p []byte) (int, error) {
 }
 
 // replayConn is a connection whose first bytes were already read: Read
-// returns them again before reading on.
+// returns them again before reading on, and then lets them go: the
+// connection may stay open for hours.
 type replayConn struct {
 	net.Conn
-	seen   *bytes.Reader
+	seen   []byte
 	tls    *tls.ConnectionState
 	remote net.Addr
 }
 
 func newReplayConn(c net.Conn, seen []byte, state *tls.ConnectionState) net.Conn {
-	rc := &replayConn{Conn: c, seen: bytes.NewReader(seen), tls: state, remote: c.RemoteAddr()}
+	rc := &replayConn{Conn: c, seen: seen, tls: state, remote: c.RemoteAddr()}
 	if rc.remote != nil {
 		rc.remote = addrString{Addr: rc.remote, s: rc.remote.String()}
 	}
@@ -149,11 +154,20 @@ type addrString struct {
 func (a addrString) String() string { return a.s }
 
 func (c *replayConn) Read(p []byte) (int, error) {
-	if c.seen.Len() > 0 {
-		return c.seen.Read(p)
+	if c.seen != nil {
+		n := copy(p, c.seen)
+		c.seen = c.seen[n:]
+		if len(c.seen) == 0 {
+			c.seen = nil
+		}
+		return n, nil
 	}
 	return c.Conn.Read(p)
 }
+
+// tlsState returns the connection's TLS state, nil on cleartext
+// listeners.
+func (c *replayConn) tlsState() *tls.ConnectionState { return c.tls }
 
 // chanListener is a net.Listener fed with connections by a router.
 type chanListener struct {

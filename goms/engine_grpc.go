@@ -61,15 +61,8 @@ func newGRPCEngine(s *Server, l *listener) *grpcEngine {
 	// The net/http side only ever answers callers in other protocols, so it
 	// takes cleartext HTTP/2 even behind TLS: the router has already
 	// decrypted the connection.
-	e.http = l.newHTTPServer(s, nil)
-	if l.tlsConfig != nil {
-		// ALPN must offer h2, or TLS clients fall back to HTTP/1.1 and
-		// never reach grpc-go.
-		e.tlsConfig = l.tlsConfig.Clone()
-		if len(e.tlsConfig.NextProtos) == 0 {
-			e.tlsConfig.NextProtos = []string{"h2", "http/1.1"}
-		}
-	}
+	e.http = l.newHTTPServer(s)
+	e.tlsConfig = withALPN(l.tlsConfig)
 	return e
 }
 
@@ -134,32 +127,34 @@ func (e *grpcEngine) serve(ln net.Listener) error {
 			}
 			return err
 		}
-		go e.dispatch(c)
+		go e.dispatch(c, time.Now())
 	}
 }
 
-// dispatch decides where one connection goes.
-func (e *grpcEngine) dispatch(c net.Conn) {
-	timeout := e.s.cfg.ReadHeaderTimeout
-	var state *tls.ConnectionState
-	if e.tlsConfig != nil {
-		tc := tls.Server(c, e.tlsConfig)
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		err := tc.HandshakeContext(ctx)
+// dispatch decides where one connection goes. The first request's
+// headers are due ReadHeaderTimeout after accepted, for the router and the
+// server it hands the connection to together: a connection the router
+// gave up on is closed, and the other server's header timeout is cut to
+// what is left.
+func (e *grpcEngine) dispatch(c net.Conn, accepted time.Time) {
+	deadline := accepted.Add(e.s.cfg.ReadHeaderTimeout)
+	g := newGuardedConn(c, e.tlsConfig, e.l.maxHeaderBlock)
+	if g.tls != nil {
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		err := g.tls.HandshakeContext(ctx)
 		cancel()
 		if err != nil {
 			_ = c.Close()
 			return
 		}
-		cs := tc.ConnectionState()
-		state, c = &cs, tc
 	}
-	isGRPC, seen, err := route(c, timeout)
-	if err != nil && len(seen) == 0 {
-		_ = c.Close()
+	isGRPC, seen, err := route(g, deadline)
+	if err != nil || g.tripped.Load() {
+		_ = g.Close()
 		return
 	}
-	rc := newReplayConn(c, seen, state)
+	g.arm(deadline)
+	rc := newReplayConn(g, seen, g.tlsState())
 	if isGRPC {
 		e.grpcLn.deliver(rc)
 	} else {

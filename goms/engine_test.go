@@ -2,6 +2,7 @@ package goms
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -50,7 +51,7 @@ func routeBytes(t testing.TB, data []byte) (bool, []byte, error) {
 	defer client.Close()
 	defer server.Close()
 	go func() { _, _ = client.Write(data) }()
-	return route(server, time.Second)
+	return route(server, time.Now().Add(time.Second))
 }
 
 func TestRoute(t *testing.T) {
@@ -97,7 +98,7 @@ func TestRouteTimesOutSilentConnections(t *testing.T) {
 	defer client.Close()
 	defer server.Close()
 	start := time.Now()
-	_, seen, err := route(server, 50*time.Millisecond)
+	_, seen, err := route(server, time.Now().Add(50*time.Millisecond))
 	if err == nil || len(seen) != 0 {
 		t.Fatalf("route on a silent connection = %q, %v; want a timeout and nothing read", seen, err)
 	}
@@ -107,21 +108,64 @@ func TestRouteTimesOutSilentConnections(t *testing.T) {
 }
 
 // FuzzRoute checks that no input makes the router panic or lose bytes:
-// whatever it read must be handed on, unchanged, to the chosen server.
+// whatever it read must be handed on, unchanged, to the chosen server. It
+// reads through the connection guard, bounding header blocks to 16 KiB,
+// which must close the connection exactly when a block outgrows that.
+// The corpus holds the attacks of docs/security.md: header blocks split
+// over CONTINUATION frames, blocks of HPACK table size updates only, and
+// partial prefaces.
 func FuzzRoute(f *testing.F) {
 	f.Add(h2Request(f, "POST", "application/grpc"))
 	f.Add(h2Request(f, "POST", "application/json"))
 	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
 	f.Add([]byte(http2Preface))
 	f.Add(append([]byte(http2Preface), 0, 0, 0, 4, 0, 0, 0, 0, 0))
+	const maxBlock = 16 << 10
 	f.Fuzz(func(t *testing.T, data []byte) {
 		server, client := net.Pipe()
 		defer client.Close()
 		defer server.Close()
 		go func() { _, _ = client.Write(data) }()
-		_, seen, _ := route(server, 20*time.Millisecond)
+		g := newGuardedConn(server, nil, maxBlock)
+		_, seen, _ := route(g, time.Now().Add(20*time.Millisecond))
 		if !bytes.HasPrefix(data, seen) {
 			t.Fatalf("route returned %q, not a prefix of the input", seen)
 		}
+		if g.tripped.Load() && !blockTooLarge(data, maxBlock) {
+			t.Fatalf("the guard closed a connection whose header blocks all fit in %d bytes", maxBlock)
+		}
 	})
+}
+
+// blockTooLarge reports whether the HTTP/2 frames after the preface in
+// data hold a header block larger than max bytes, reading the frame
+// headers with x/net's parser.
+func blockTooLarge(data []byte, max int) bool {
+	rest, ok := bytes.CutPrefix(data, []byte(http2Preface))
+	if !ok {
+		return false
+	}
+	r := bytes.NewReader(rest)
+	block := 0
+	for {
+		h, err := http2.ReadFrameHeader(r)
+		if err != nil {
+			return false
+		}
+		_, _ = r.Seek(int64(h.Length), io.SeekCurrent)
+		switch h.Type {
+		case http2.FrameHeaders, http2.FramePushPromise:
+			block = int(h.Length)
+		case http2.FrameContinuation:
+			block += int(h.Length)
+		default:
+			continue
+		}
+		if block > max {
+			return true
+		}
+		if h.Flags.Has(http2.FlagHeadersEndHeaders) {
+			block = 0
+		}
+	}
 }

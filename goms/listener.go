@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"connectrpc.com/connect"
 )
@@ -111,7 +112,32 @@ type Listener struct {
 	// Listen fails when no service mounted on the listener has such
 	// annotations. Off by default; not for grpc-mode listeners.
 	REST bool `yaml:"rest"`
+	// MinBodyRate is the slowest, in bytes per second, that a request
+	// body served by net/http may arrive once MinBodyRateGrace has
+	// passed: a call whose body falls behind it ends with
+	// CodeDeadlineExceeded, or CodeResourceExhausted while an oversized
+	// message is being skipped, and its HTTP/1.1 connection is closed, so
+	// that connections sending their body a few bytes at a time cannot
+	// pile up. The clock runs only while the handler waits for bytes it
+	// is owed: from the first read of a unary body to its end, and in a
+	// stream from the first byte of a message to its last, never between
+	// whole messages, so a stream idle between messages (a bidi call
+	// waiting for its user) is not cut. 0, the default, means 240 bytes
+	// per second, as Kestrel; a negative value turns the limit off.
+	// gRPC calls on the grpc engine are not bounded by it (see
+	// docs/security.md).
+	MinBodyRate int `yaml:"min_body_rate"`
+	// MinBodyRateGrace is how long a request body may take before
+	// MinBodyRate applies to it. The default is 5s.
+	MinBodyRateGrace time.Duration `yaml:"min_body_rate_grace"`
 }
+
+// Defaults of the Listener fields whose zero value means a default, as
+// their docs state.
+const (
+	defaultMinBodyRate      = 240
+	defaultMinBodyRateGrace = 5 * time.Second
+)
 
 // check validates the listener and returns it with its defaults applied,
 // along with the TLS configuration it serves with, if any.
@@ -142,6 +168,15 @@ func (l Listener) check() (Listener, *tls.Config, error) {
 	}
 	if l.MaxInFlight < 0 {
 		return l, nil, fmt.Errorf("goms: listener %q: max_in_flight: %d is negative", l.Name, l.MaxInFlight)
+	}
+	if l.MinBodyRateGrace < 0 {
+		return l, nil, fmt.Errorf("goms: listener %q: min_body_rate_grace: %v is negative", l.Name, l.MinBodyRateGrace)
+	}
+	if l.MinBodyRate == 0 {
+		l.MinBodyRate = defaultMinBodyRate
+	}
+	if l.MinBodyRateGrace == 0 {
+		l.MinBodyRateGrace = defaultMinBodyRateGrace
 	}
 	if l.Mode == ModeGRPC && (l.REST || len(l.CORS.AllowedOrigins) > 0) {
 		return l, nil, fmt.Errorf("goms: listener %q: rest and cors need mode %q or %q: mode %q serves gRPC only", l.Name, ModeHTTP, ModeGateway, l.Mode)
@@ -232,6 +267,9 @@ type listener struct {
 	workers *workers
 	admin   bool // the admin listener
 	ln      net.Listener
+	// maxHeaderBlock is the most bytes one HTTP/2 header block may hold
+	// on the listener's connections.
+	maxHeaderBlock int
 	// rejections holds the error answered for each protocol the mode
 	// excludes, built once.
 	rejections [protocolConnect + 1]*connect.Error
@@ -247,7 +285,8 @@ type listener struct {
 }
 
 func newListener(s *Server, cfg Listener, tlsConfig *tls.Config) *listener {
-	l := &listener{Listener: cfg, tlsConfig: tlsConfig, routes: newRoutes()}
+	l := &listener{Listener: cfg, tlsConfig: tlsConfig, routes: newRoutes(),
+		maxHeaderBlock: s.cfg.MaxHeaderBytes + headerBlockSlack}
 	l.overloaded = connect.NewError(connect.CodeUnavailable, fmt.Errorf(
 		"listener %q is overloaded: %d calls in flight; retry later or on another replica", cfg.Name, cfg.MaxInFlight))
 	for p := range l.rejections {
@@ -255,27 +294,24 @@ func newListener(s *Server, cfg Listener, tlsConfig *tls.Config) *listener {
 	}
 	l.cors = cfg.CORS.handler(cfg.REST, http.HandlerFunc(l.route))
 	l.workers = newWorkers()
-	l.http = l.newHTTPServer(s, tlsConfig)
+	l.http = l.newHTTPServer(s)
 	if cfg.Engine == EngineGRPC {
 		l.grpc = newGRPCEngine(s, l)
 	}
 	return l
 }
 
-// newHTTPServer returns the net/http server of the listener, speaking TLS
-// when tlsConfig is set and HTTP/1.1 plus h2c otherwise.
-func (l *listener) newHTTPServer(s *Server, tlsConfig *tls.Config) *http.Server {
+// newHTTPServer returns the net/http server of the listener. It speaks
+// HTTP/1.1 and cleartext HTTP/2 on every listener: on TLS listeners goms
+// does the TLS (see guardedListener), and a client that chose h2 through
+// ALPN sends the HTTP/2 preface as on h2c.
+func (l *listener) newHTTPServer(s *Server) *http.Server {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
-	if tlsConfig != nil {
-		protocols.SetHTTP2(true)
-	} else {
-		protocols.SetUnencryptedHTTP2(true)
-	}
+	protocols.SetUnencryptedHTTP2(true)
 	return &http.Server{
 		Handler:           httpServerHandler{l},
 		Protocols:         &protocols,
-		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 		IdleTimeout:       s.cfg.IdleTimeout,
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
@@ -283,7 +319,13 @@ func (l *listener) newHTTPServer(s *Server, tlsConfig *tls.Config) *http.Server 
 			MaxConcurrentStreams: s.cfg.MaxConcurrentStreams,
 		},
 		BaseContext: func(net.Listener) context.Context { return s.base },
-		ErrorLog:    slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if t, ok := c.(tlsStater); ok && l.tlsConfig != nil {
+				return context.WithValue(ctx, tlsConnKey{}, t)
+			}
+			return ctx
+		},
+		ErrorLog: slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
 	}
 }
 
@@ -293,10 +335,13 @@ func (l *listener) serve() error {
 	var err error
 	if l.grpc != nil {
 		err = l.grpc.serve(l.ln)
-	} else if l.tlsConfig != nil {
-		err = l.http.ServeTLS(l.ln, "", "")
 	} else {
-		err = l.http.Serve(l.ln)
+		err = l.http.Serve(guardedListener{
+			Listener:       l.ln,
+			tlsConfig:      withALPN(l.tlsConfig),
+			headerTimeout:  l.http.ReadHeaderTimeout,
+			maxHeaderBlock: l.maxHeaderBlock,
+		})
 	}
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -332,6 +377,12 @@ func (l *listener) close() {
 type httpServerHandler struct{ l *listener }
 
 func (h httpServerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.TLS == nil && h.l.tlsConfig != nil {
+		r = withTLSState(r)
+	}
+	if h.l.MinBodyRate > 0 && r.Body != nil && r.Body != http.NoBody {
+		defer withMinBodyRate(w, r, h.l.MinBodyRate, h.l.MinBodyRateGrace, h.l.Name)()
+	}
 	if r.ProtoMajor == 2 {
 		h.l.workers.serve(h.l, w, r)
 		return
