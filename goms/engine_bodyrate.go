@@ -36,10 +36,7 @@ type rateBody struct {
 	grace     time.Duration
 	listener  string
 
-	// Envelope parsing, by Read only.
-	prefix    [5]byte
-	prefixN   int
-	remaining uint32
+	env envelopes // by Read only
 
 	mu      sync.Mutex
 	started bool // a unary body's first read happened
@@ -119,31 +116,17 @@ func (b *rateBody) Read(p []byte) (int, error) {
 // ending the clock of each message. b.mu is held.
 func (b *rateBody) follow(p []byte) {
 	for len(p) > 0 {
-		if b.prefixN < len(b.prefix) {
-			if b.prefixN == 0 {
-				b.begin()
-			}
-			k := copy(b.prefix[b.prefixN:], p)
-			b.prefixN += k
-			b.got += int64(k)
-			p = p[k:]
-			if b.prefixN == len(b.prefix) {
-				b.remaining = binary.BigEndian.Uint32(b.prefix[1:])
-				if b.remaining == 0 {
-					b.prefixN = 0
-					b.end()
-				}
-			}
-			continue
+		n, started, ended := b.env.step(p)
+		if started {
+			b.begin()
 		}
-		k := min(uint32(len(p)), b.remaining)
-		b.remaining -= k
-		b.got += int64(k)
-		p = p[k:]
-		if b.remaining == 0 {
-			b.prefixN = 0
+		if b.pending {
+			b.got += int64(n)
+		}
+		if ended {
 			b.end()
 		}
+		p = p[n:]
 	}
 }
 
@@ -202,3 +185,39 @@ func (b *rateBody) finish() {
 		b.timer.Stop()
 	}
 }
+
+// envelopes follows the 5-byte prefixes of a stream of enveloped messages
+// (gRPC, gRPC-Web, Connect streaming) to tell where each message starts
+// and ends.
+type envelopes struct {
+	prefix    [5]byte
+	prefixN   int
+	remaining uint32
+}
+
+// step consumes the bytes of p up to the end of the current prefix or
+// message, at least one, and reports how many, whether they start a
+// message and whether they end one.
+func (e *envelopes) step(p []byte) (n int, started, ended bool) {
+	if e.prefixN < len(e.prefix) {
+		started = e.prefixN == 0
+		n = copy(e.prefix[e.prefixN:], p)
+		e.prefixN += n
+		if e.prefixN == len(e.prefix) {
+			e.remaining = binary.BigEndian.Uint32(e.prefix[1:])
+			if e.remaining == 0 {
+				e.prefixN, ended = 0, true
+			}
+		}
+		return n, started, ended
+	}
+	k := min(uint32(len(p)), e.remaining)
+	e.remaining -= k
+	if e.remaining == 0 {
+		e.prefixN, ended = 0, true
+	}
+	return int(k), false, ended
+}
+
+// pending reports whether a message has started and not ended.
+func (e *envelopes) pending() bool { return e.prefixN > 0 }

@@ -31,6 +31,7 @@ func TestMinBodyRate(t *testing.T) {
 	srv := connAttackServer(t, goms.Config{Listeners: []goms.Listener{
 		{Name: "gateway", MinBodyRateGrace: grace},
 		{Name: "grpc", Mode: goms.ModeGRPC, Engine: goms.EngineNetHTTP, MinBodyRateGrace: grace},
+		{Name: "grpcgo", Mode: goms.ModeGRPC, MinBodyRateGrace: grace},
 		{Name: "default"},
 	}})
 	// A stalled HTTP/1.1 body, sent by hand so that the close shows.
@@ -131,6 +132,55 @@ func TestMinBodyRate(t *testing.T) {
 		}
 	})
 
+	// On the grpc engine a stalled message closes the connection: grpc-go
+	// gives no handle on a partial message to answer the call with.
+	t.Run("grpc-engine/stalled-message", func(t *testing.T) {
+		t.Parallel()
+		conn := dial(t, srv.Addr("grpcgo"))
+		attack := newH2Frames().preface().
+			headers(1, "POST", gomsv1connect.GoMsServiceListProcedure, "application/grpc", false, true).
+			data(1, append([]byte{0, 0, 0, 0x10, 0}, "partial"...), false).bytes()
+		start := time.Now()
+		if _, err := conn.Write(attack); err != nil {
+			t.Fatal(err)
+		}
+		took, err := awaitClose(conn, start, grace+5*time.Second, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if took < grace-100*time.Millisecond || took > grace+2*time.Second {
+			t.Errorf("closed after %v, want about %v", took, grace)
+		}
+		t.Logf("closed after %v", took.Round(10*time.Millisecond))
+	})
+
+	// A message the server refused before it was whole is not slow: the
+	// connection goes on serving after the grace period.
+	t.Run("grpc-engine/refused-message", func(t *testing.T) {
+		t.Parallel()
+		conn := dial(t, srv.Addr("grpcgo"))
+		_ = conn.SetDeadline(time.Now().Add(callTimeout))
+		f := newH2Frames().preface().
+			headers(1, "POST", gomsv1connect.GoMsServiceListProcedure, "application/grpc", false, true).
+			data(1, append([]byte{0, 0, 0x50, 0, 0}, "partial"...), false)
+		if _, err := conn.Write(f.bytes()); err != nil {
+			t.Fatal(err)
+		}
+		fr := responseFramer(conn)
+		if code, err := readGRPCStatus(fr, 1); err != nil || code != "8" {
+			t.Fatalf("a 5 MiB message: grpc-status %q, %v; want 8 (resource_exhausted)", code, err)
+		}
+		time.Sleep(grace + 500*time.Millisecond)
+		f.buf.Reset()
+		f.headers(3, "POST", "/grpc.health.v1.Health/Check", "application/grpc", false, true).data(3, envelope(0, nil), true)
+		if _, err := conn.Write(f.bytes()); err != nil {
+			t.Fatalf("the connection was closed: %v", err)
+		}
+		if code, err := readGRPCStatus(fr, 3); err != nil || code != "0" {
+			t.Fatalf("a health check after the grace period: grpc-status %q, %v", code, err)
+		}
+	})
+
 	// A body slow but above the rate: 64 bytes every 100ms for three
 	// grace periods.
 	t.Run("http1/connect-unary-slow-body", func(t *testing.T) {
@@ -177,6 +227,7 @@ func TestMinBodyRate(t *testing.T) {
 			{"gateway", nil},
 			{"gateway", []connect.ClientOption{connect.WithGRPC()}},
 			{"grpc", []connect.ClientOption{connect.WithGRPC()}},
+			{"grpcgo", []connect.ClientOption{connect.WithGRPC()}},
 		} {
 			client := gomsv1connect.NewGoMsServiceClient(gomstest.H2C(t), srv.URL(c.listener), c.opts...)
 			bidi := client.Lookup(ctx)

@@ -2,6 +2,7 @@ package goms
 
 import (
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -45,6 +46,11 @@ type guardedConn struct {
 
 	frames  frameScanner // used by Read only: one reader at a time
 	tripped atomic.Bool  // the header block bound closed the connection
+	// bodies times the request messages of a connection served by
+	// grpc-go; nil on others. written follows the frames grpc-go writes,
+	// to see the streams it ends.
+	bodies  *bodyClocks
+	written frameHeaders
 
 	mu             sync.Mutex
 	armed          bool
@@ -112,6 +118,24 @@ func (c *guardedConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// timeBodies makes the connection obey a listener's MinBodyRate: a
+// stream whose pending message falls behind rate once grace has passed
+// closes the connection (see bodyClocks). Call it before the connection is
+// handed to grpc-go.
+func (c *guardedConn) timeBodies(rate int, grace time.Duration) {
+	c.bodies = &bodyClocks{rate: rate, grace: grace, conn: c.Conn, streams: make(map[uint32]*streamClock)}
+	c.frames.bodies = c.bodies
+}
+
+// Write writes to the connection; on a connection whose bodies are timed
+// it notes the streams the server ends.
+func (c *guardedConn) Write(p []byte) (int, error) {
+	if c.bodies != nil {
+		c.written.scan(p, c.bodies)
+	}
+	return c.Conn.Write(p)
+}
+
 // tlsState returns the connection's TLS state once its handshake is
 // done, nil on cleartext listeners.
 func (c *guardedConn) tlsState() *tls.ConnectionState {
@@ -164,6 +188,13 @@ type frameScanner struct {
 	hdr   [9]byte // the frame header being read
 	skip  uint32  // payload bytes of the current frame still to come
 	block int     // bytes of the header block in progress
+
+	// bodies, when set, is given the data of DATA frames.
+	bodies    *bodyClocks
+	data      uint32 // stream of the DATA frame being read, 0 for none
+	padded    bool   // its pad length is still to come
+	dataLeft  uint32 // data bytes of it still to come, padding excluded
+	endStream bool   // it ends its stream
 }
 
 func (s *frameScanner) scan(p []byte) error {
@@ -182,6 +213,8 @@ func (s *frameScanner) scan(p []byte) error {
 			if s.n == len(http2Preface) {
 				s.state, s.n = scanFrames, 0
 			}
+		case s.skip > 0 && s.data != 0:
+			p = s.scanData(p)
 		case s.skip > 0:
 			k := min(uint32(len(p)), s.skip)
 			s.skip -= k
@@ -196,6 +229,9 @@ func (s *frameScanner) scan(p []byte) error {
 			s.n = 0
 			length := uint32(s.hdr[0])<<16 | uint32(s.hdr[1])<<8 | uint32(s.hdr[2])
 			s.skip = length
+			if s.bodies != nil {
+				s.noteFrame(length)
+			}
 			switch http2.FrameType(s.hdr[3]) {
 			case http2.FrameHeaders, http2.FramePushPromise:
 				s.block = int(length)
@@ -253,4 +289,189 @@ func withTLSState(r *http.Request) *http.Request {
 	r = r.WithContext(r.Context())
 	r.TLS = state
 	return r
+}
+
+// noteFrame starts following a DATA frame, or ends a stream its peer
+// reset, for bodies.
+func (s *frameScanner) noteFrame(length uint32) {
+	id := binary.BigEndian.Uint32(s.hdr[5:]) & (1<<31 - 1)
+	flags := http2.Flags(s.hdr[4])
+	switch http2.FrameType(s.hdr[3]) {
+	case http2.FrameData:
+		if length == 0 {
+			if flags.Has(http2.FlagDataEndStream) {
+				s.bodies.ended(id)
+			}
+			return
+		}
+		s.data, s.dataLeft = id, length
+		s.padded = flags.Has(http2.FlagDataPadded)
+		s.endStream = flags.Has(http2.FlagDataEndStream)
+	case http2.FrameRSTStream:
+		s.bodies.ended(id)
+	}
+}
+
+// scanData follows the payload of a DATA frame and returns the rest of p.
+func (s *frameScanner) scanData(p []byte) []byte {
+	if s.padded {
+		s.padded = false
+		pad := uint32(p[0])
+		s.skip--
+		s.dataLeft = max(s.dataLeft-1, pad) - pad // net/http and grpc-go refuse too much padding
+		return p[1:]
+	}
+	k := min(uint32(len(p)), s.skip)
+	if d := min(k, s.dataLeft); d > 0 {
+		s.bodies.follow(s.data, p[:d])
+		s.dataLeft -= d
+	}
+	s.skip -= k
+	if s.skip == 0 {
+		if s.endStream {
+			s.bodies.ended(s.data)
+		}
+		s.data = 0
+	}
+	return p[k:]
+}
+
+// frameHeaders follows the frames a server writes, from their headers.
+type frameHeaders struct {
+	hdr  [9]byte
+	n    int
+	skip uint32
+}
+
+// scan tells b of each stream the written frames end: HEADERS with
+// END_STREAM, RST_STREAM. A client that stops sending the rest of a
+// message then is not slow.
+func (w *frameHeaders) scan(p []byte, b *bodyClocks) {
+	for len(p) > 0 {
+		if w.skip > 0 {
+			k := min(uint32(len(p)), w.skip)
+			w.skip -= k
+			p = p[k:]
+			continue
+		}
+		k := copy(w.hdr[w.n:], p)
+		w.n += k
+		p = p[k:]
+		if w.n < len(w.hdr) {
+			return
+		}
+		w.n = 0
+		w.skip = uint32(w.hdr[0])<<16 | uint32(w.hdr[1])<<8 | uint32(w.hdr[2])
+		id := binary.BigEndian.Uint32(w.hdr[5:]) & (1<<31 - 1)
+		switch t, f := http2.FrameType(w.hdr[3]), http2.Flags(w.hdr[4]); {
+		case t == http2.FrameRSTStream, t == http2.FrameHeaders && f.Has(http2.FlagHeadersEndStream):
+			b.ended(id)
+		}
+	}
+}
+
+// bodyClocks times the request messages of the streams of a connection
+// served by grpc-go, which reads a message whole before the handler sees
+// any of it: the clock of a message runs from its first byte to its last,
+// never between messages, and never once either side has ended the
+// stream. When a message has taken longer than grace and its bytes
+// average less than rate since it started, the connection is closed: the
+// calls on it end with unavailable. grpc-go gives no handle on a stream's
+// partial message, so the call cannot be answered in its protocol as on
+// net/http.
+type bodyClocks struct {
+	rate  int
+	grace time.Duration
+	conn  net.Conn
+
+	mu      sync.Mutex
+	streams map[uint32]*streamClock
+	timer   *time.Timer
+	next    time.Time // when the timer fires, zero when it is not armed
+	closed  bool
+}
+
+// streamClock is the clock of one stream's pending message.
+type streamClock struct {
+	env   envelopes
+	start time.Time
+	got   int64
+}
+
+// follow notes the data of a DATA frame of stream id.
+func (b *bodyClocks) follow(id uint32, p []byte) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c := b.streams[id]
+	if c == nil {
+		c = &streamClock{}
+		b.streams[id] = c
+	}
+	for len(p) > 0 {
+		n, started, _ := c.env.step(p)
+		if started {
+			c.start, c.got = time.Now(), 0
+			b.arm(c.start.Add(b.grace))
+		}
+		c.got += int64(n)
+		p = p[n:]
+	}
+}
+
+// ended forgets a stream either side ended or reset.
+func (b *bodyClocks) ended(id uint32) {
+	b.mu.Lock()
+	delete(b.streams, id)
+	b.mu.Unlock()
+}
+
+// arm makes the timer fire at t at the latest. b.mu is held.
+func (b *bodyClocks) arm(t time.Time) {
+	if b.closed || !b.next.IsZero() && !t.Before(b.next) {
+		return
+	}
+	b.next = t
+	if b.timer == nil {
+		b.timer = time.AfterFunc(time.Until(t), b.check)
+	} else {
+		b.timer.Reset(time.Until(t))
+	}
+}
+
+// check closes the connection when a pending message is behind the rate,
+// and otherwise arms the timer for the next time one could be.
+func (b *bodyClocks) check() {
+	b.mu.Lock()
+	b.next = time.Time{}
+	now := time.Now()
+	var first time.Time
+	for _, c := range b.streams {
+		if !c.env.pending() {
+			continue
+		}
+		due := c.start.Add(b.grace)
+		if now.After(due) {
+			due = c.start.Add(time.Duration(float64(c.got) / float64(b.rate) * float64(time.Second)))
+			if !due.After(now) {
+				b.closed = true
+				b.mu.Unlock()
+				_ = b.conn.Close()
+				return
+			}
+		}
+		if first.IsZero() || due.Before(first) {
+			first = due
+		}
+	}
+	if !first.IsZero() {
+		b.arm(maxTime(first, now.Add(10*time.Millisecond)))
+	}
+	b.mu.Unlock()
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

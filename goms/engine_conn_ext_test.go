@@ -62,11 +62,17 @@ func (f *h2Frames) splitHeaders(id uint32, fill int, path, contentType string, e
 	return f
 }
 
-// readGRPCStatus reads frames from c until stream id ends and returns its
-// grpc-status.
-func readGRPCStatus(c net.Conn, id uint32) (string, error) {
+// responseFramer reads the frames a server sends on c, decoding their
+// header blocks; one per connection, for HPACK's state.
+func responseFramer(c net.Conn) *http2.Framer {
 	fr := http2.NewFramer(io.Discard, c)
 	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	return fr
+}
+
+// readGRPCStatus reads frames until stream id ends and returns its
+// grpc-status.
+func readGRPCStatus(fr *http2.Framer, id uint32) (string, error) {
 	for {
 		f, err := fr.ReadFrame()
 		if err != nil {
@@ -120,7 +126,7 @@ func TestSniffedConnectionMemory(t *testing.T) {
 				t.Fatal(err)
 			}
 			go func() { _, _ = c.Write(attack) }()
-			code, err := readGRPCStatus(c, 1)
+			code, err := readGRPCStatus(responseFramer(c), 1)
 			if err != nil || code != "0" {
 				t.Fatalf("%s: List after a split header block: grpc-status %q, %v", listener, code, err)
 			}
@@ -226,7 +232,7 @@ func TestHeaderBlockBound(t *testing.T) {
 						t.Fatal(err)
 					}
 					_ = conn.SetReadDeadline(time.Now().Add(callTimeout))
-					if code, err := readGRPCStatus(conn, 1); err != nil || code != "0" {
+					if code, err := readGRPCStatus(responseFramer(conn), 1); err != nil || code != "0" {
 						t.Fatalf("health check: grpc-status %q, %v", code, err)
 					}
 					id = 3

@@ -156,6 +156,9 @@ func (e *grpcEngine) dispatch(c net.Conn, accepted time.Time) {
 	g.arm(deadline)
 	rc := newReplayConn(g, seen, g.tlsState())
 	if isGRPC {
+		if e.l.MinBodyRate > 0 {
+			g.timeBodies(e.l.MinBodyRate, e.l.MinBodyRateGrace)
+		}
 		e.grpcLn.deliver(rc)
 	} else {
 		e.httpLn.deliver(rc)

@@ -113,19 +113,20 @@ type Listener struct {
 	// annotations. Off by default; not for grpc-mode listeners.
 	REST bool `yaml:"rest"`
 	// MinBodyRate is the slowest, in bytes per second, that a request
-	// body served by net/http may arrive once MinBodyRateGrace has
-	// passed: a call whose body falls behind it ends with
-	// CodeDeadlineExceeded, or CodeResourceExhausted while an oversized
-	// message is being skipped, and its HTTP/1.1 connection is closed, so
-	// that connections sending their body a few bytes at a time cannot
-	// pile up. The clock runs only while the handler waits for bytes it
-	// is owed: from the first read of a unary body to its end, and in a
-	// stream from the first byte of a message to its last, never between
-	// whole messages, so a stream idle between messages (a bidi call
-	// waiting for its user) is not cut. 0, the default, means 240 bytes
-	// per second, as Kestrel; a negative value turns the limit off.
-	// gRPC calls on the grpc engine are not bounded by it (see
-	// docs/security.md).
+	// body may arrive once MinBodyRateGrace has passed, so that
+	// connections sending their bodies a few bytes at a time cannot pile
+	// up. The clock runs only while the server is owed bytes: from the
+	// first read of a unary body to its end, and in a stream from the
+	// first byte of a message to its last, never between whole messages,
+	// so a stream idle between messages (a bidi call waiting for its
+	// user) is not cut. On net/http a call that falls behind ends with
+	// CodeDeadlineExceeded (CodeResourceExhausted when the message was
+	// over the size limit and being skipped) in its protocol, and its
+	// HTTP/1.1 connection is closed after the answer; on the grpc engine,
+	// whose grpc-go transport holds a message until it is whole, the
+	// connection is closed and its calls end with CodeUnavailable. 0, the
+	// default, means 240 bytes per second, as Kestrel; a negative value
+	// turns the limit off.
 	MinBodyRate int `yaml:"min_body_rate"`
 	// MinBodyRateGrace is how long a request body may take before
 	// MinBodyRate applies to it. The default is 5s.

@@ -47,13 +47,17 @@ type Config struct {
 	// Default DefaultShutdownTimeout (10s).
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// ReadHeaderTimeout bounds the time a client may take to send request
-	// headers. Default DefaultReadHeaderTimeout (10s).
+	// headers: a connection's first request's, the HTTP/2 preface
+	// included, counted from the accept, then each HTTP/1.1 request's.
+	// Default DefaultReadHeaderTimeout (10s).
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
 	// IdleTimeout closes connections that carried no request for that
 	// long. Default DefaultIdleTimeout (2m).
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// MaxHeaderBytes bounds the size of request headers, HTTP/1.1 and
-	// HTTP/2 alike. Default DefaultMaxHeaderBytes (1 MiB).
+	// HTTP/2 alike; an HTTP/2 header block (HEADERS and CONTINUATION
+	// frames) may hold it plus 16 KiB of encoded bytes before the
+	// connection is closed. Default DefaultMaxHeaderBytes (1 MiB).
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
 	// MaxMessageBytes bounds the size of one request message, after
 	// decompression, in handlers built with HandlerOptions; larger
