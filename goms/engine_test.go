@@ -169,3 +169,64 @@ func blockTooLarge(data []byte, max int) bool {
 		}
 	}
 }
+
+// TestFrameScanner checks the header block bound on frames fed whole and
+// a byte at a time: a block may hold max bytes over any number of
+// CONTINUATION frames, the next block starts from zero, and HTTP/1.x is
+// not followed.
+func TestFrameScanner(t *testing.T) {
+	t.Parallel()
+	const max = 1000
+	frames := func(build func(fr *http2.Framer)) []byte {
+		var b bytes.Buffer
+		b.WriteString(http2Preface)
+		fr := http2.NewFramer(&b, nil)
+		_ = fr.WriteSettings()
+		build(fr)
+		return b.Bytes()
+	}
+	fill := func(n int) []byte { return bytes.Repeat([]byte{0x20}, n) }
+	tests := []struct {
+		name    string
+		data    []byte
+		tripped bool
+	}{
+		{"block-at-the-bound", frames(func(fr *http2.Framer) {
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: fill(400)})
+			_ = fr.WriteContinuation(1, false, fill(400))
+			_ = fr.WriteContinuation(1, true, fill(200))
+		}), false},
+		{"block-over-the-bound", frames(func(fr *http2.Framer) {
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: fill(400)})
+			_ = fr.WriteContinuation(1, false, fill(400))
+			_ = fr.WriteContinuation(1, true, fill(201))
+		}), true},
+		{"padding-counts", frames(func(fr *http2.Framer) {
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: fill(900), PadLength: 100, EndHeaders: true})
+		}), true},
+		{"blocks-one-after-another", frames(func(fr *http2.Framer) {
+			for id := uint32(1); id < 20; id += 2 {
+				_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: fill(600)})
+				_ = fr.WriteContinuation(id, true, fill(400))
+				_ = fr.WriteData(id, true, fill(5000))
+			}
+		}), false},
+		{"http1", append([]byte("POST / HTTP/1.1\r\n"), fill(5000)...), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			whole := frameScanner{max: max}
+			bytewise := frameScanner{max: max}
+			var errBytewise error
+			for i := range tt.data {
+				if errBytewise = bytewise.scan(tt.data[i : i+1]); errBytewise != nil {
+					break
+				}
+			}
+			if err := whole.scan(tt.data); (err != nil) != tt.tripped || (errBytewise != nil) != tt.tripped {
+				t.Errorf("scan = %v, a byte at a time %v; want an error: %v", err, errBytewise, tt.tripped)
+			}
+		})
+	}
+}
