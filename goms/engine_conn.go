@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -108,6 +109,9 @@ func (c *guardedConn) SetReadDeadline(t time.Time) error {
 // outgrows the bound.
 func (c *guardedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
+	if err != nil && c.tls != nil {
+		refusePlainHTTP(err)
+	}
 	if n > 0 && c.frames.state != scanOff {
 		if serr := c.frames.scan(p[:n]); serr != nil {
 			c.tripped.Store(true)
@@ -147,6 +151,20 @@ func (c *guardedConn) tlsState() *tls.ConnectionState {
 		c.state = &s
 	})
 	return c.state
+}
+
+// refusePlainHTTP answers, as net/http's TLS servers do, a client that
+// sent plain HTTP to a TLS listener, when err is the failed handshake.
+func refusePlainHTTP(err error) {
+	var re tls.RecordHeaderError
+	if !errors.As(err, &re) || re.Conn == nil {
+		return
+	}
+	switch string(re.RecordHeader[:]) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO":
+		_, _ = io.WriteString(re.Conn, "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+		_ = re.Conn.Close()
+	}
 }
 
 // guardedListener hands net/http the connections of a listener as

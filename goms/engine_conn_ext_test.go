@@ -2,9 +2,12 @@ package goms_test
 
 import (
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -208,7 +211,13 @@ func TestHeaderTimeoutFromAccept(t *testing.T) {
 // by the grpc engine's router) or a later one (read by net/http or
 // grpc-go).
 func TestHeaderBlockBound(t *testing.T) {
-	srv := connAttackServer(t, goms.Config{})
+	pki := newTestPKI(t)
+	srv := connAttackServer(t, goms.Config{Listeners: []goms.Listener{
+		{Name: "gateway"},
+		{Name: "grpc", Mode: goms.ModeGRPC},
+		{Name: "gateway-tls", CertFile: pki.certFile, KeyFile: pki.keyFile},
+		{Name: "grpc-tls", Mode: goms.ModeGRPC, CertFile: pki.certFile, KeyFile: pki.keyFile},
+	}})
 	healthCheck := newH2Frames().preface().
 		headers(1, "POST", "/grpc.health.v1.Health/Check", "application/grpc", false, true).
 		data(1, envelope(0, nil), true).bytes()
@@ -221,11 +230,18 @@ func TestHeaderBlockBound(t *testing.T) {
 		name      string
 		afterCall bool
 	}{{"first-request", false}, {"after-a-call", true}}
-	for _, listener := range []string{"gateway", "grpc"} {
+	for _, listener := range []string{"gateway", "grpc", "gateway-tls", "grpc-tls"} {
 		for _, c := range cases {
 			t.Run(listener+"/"+c.name, func(t *testing.T) {
 				t.Parallel()
 				conn := dial(t, srv.Addr(listener))
+				if strings.HasSuffix(listener, "-tls") {
+					tc := tls.Client(conn, &tls.Config{RootCAs: pki.roots, ServerName: "127.0.0.1", NextProtos: []string{"h2"}, MinVersion: tls.VersionTLS12})
+					if err := tc.HandshakeContext(t.Context()); err != nil || tc.ConnectionState().NegotiatedProtocol != "h2" {
+						t.Fatalf("TLS handshake: %v, ALPN %q", err, tc.ConnectionState().NegotiatedProtocol)
+					}
+					conn = tc
+				}
 				id := uint32(1)
 				if c.afterCall {
 					if _, err := conn.Write(healthCheck); err != nil {
@@ -268,6 +284,37 @@ func TestHeaderBlockBound(t *testing.T) {
 					t.Errorf("the client wrote %d KiB of one header block before the close, want at most %d KiB", written>>10, most>>10)
 				}
 			})
+		}
+	}
+}
+
+// TestPlainHTTPToTLSListener checks that goms, which does the TLS of its
+// listeners itself, answers plain HTTP on a TLS listener as net/http
+// does, on both engines, and still serves TLS callers.
+func TestPlainHTTPToTLSListener(t *testing.T) {
+	t.Parallel()
+	pki := newTestPKI(t)
+	srv := connAttackServer(t, goms.Config{Listeners: []goms.Listener{
+		{Name: "gateway", CertFile: pki.certFile, KeyFile: pki.keyFile},
+		{Name: "grpc", Mode: goms.ModeGRPC, CertFile: pki.certFile, KeyFile: pki.keyFile},
+	}})
+	for _, listener := range []string{"gateway", "grpc"} {
+		conn := dial(t, srv.Addr(listener))
+		_ = conn.SetDeadline(time.Now().Add(callTimeout))
+		if _, err := io.WriteString(conn, "GET /healthz HTTP/1.1\r\nHost: goms.test\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		answer, _ := io.ReadAll(conn)
+		if !strings.HasPrefix(string(answer), "HTTP/1.0 400 Bad Request") {
+			t.Errorf("%s: plain HTTP on a TLS listener: %q, want a 400", listener, answer)
+		}
+		res, err := pki.httpsClient(t, true).Get("https://" + srv.Addr(listener) + "/healthz")
+		if err != nil {
+			t.Fatalf("%s: GET /healthz over TLS: %v", listener, err)
+		}
+		res.Body.Close()
+		if listener == "gateway" && res.StatusCode != http.StatusOK {
+			t.Errorf("%s: GET /healthz over TLS: %s", listener, res.Status)
 		}
 	}
 }

@@ -144,6 +144,7 @@ func (e *grpcEngine) dispatch(c net.Conn, accepted time.Time) {
 		err := g.tls.HandshakeContext(ctx)
 		cancel()
 		if err != nil {
+			refusePlainHTTP(err)
 			_ = c.Close()
 			return
 		}

@@ -70,7 +70,20 @@ type server struct {
 	grpc, http, admin string
 }
 
+// start starts the server on free ports, trying again when one was taken
+// between the check and the server's listen.
 func start(path string) (*server, error) {
+	var err error
+	for range 3 {
+		var s *server
+		if s, err = startOnce(path); err == nil {
+			return s, nil
+		}
+	}
+	return nil, err
+}
+
+func startOnce(path string) (*server, error) {
 	ports := make([]int, 3)
 	for i := range ports {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -91,7 +104,14 @@ func start(path string) (*server, error) {
 	if err := s.cmd.Start(); err != nil {
 		return nil, err
 	}
+	exited := make(chan struct{})
+	go func() { _, _ = s.cmd.Process.Wait(); close(exited) }()
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		select {
+		case <-exited:
+			return nil, errors.New("exited before it was ready")
+		default:
+		}
 		if res, err := http.Get("http://" + s.admin + "/readyz"); err == nil {
 			res.Body.Close()
 			if res.StatusCode == http.StatusOK {
