@@ -17,12 +17,23 @@ import (
 // BenchmarkEngines compares the two engines of a grpc-mode listener under
 // the same grpc-go client, 50 calls in flight. Client and server share the
 // process, so ns/op is the CPU of both; compare the two cases of one run.
+//
+// The cases "min_body_rate=off" show what timing request bodies costs.
 func BenchmarkEngines(b *testing.B) {
-	for _, engine := range []goms.Engine{goms.EngineNetHTTP, goms.EngineGRPC} {
-		b.Run(string(engine), func(b *testing.B) {
+	for _, c := range []struct {
+		name   string
+		engine goms.Engine
+		rate   int
+	}{
+		{"net/http", goms.EngineNetHTTP, 0},
+		{"grpc", goms.EngineGRPC, 0},
+		{"net/http/min_body_rate=off", goms.EngineNetHTTP, -1},
+		{"grpc/min_body_rate=off", goms.EngineGRPC, -1},
+	} {
+		b.Run(c.name, func(b *testing.B) {
 			svc := gomsservice.New()
 			srv := gomstest.Start(b, goms.Config{
-				Listeners: []goms.Listener{{Name: "grpc", Mode: goms.ModeGRPC, Engine: engine}},
+				Listeners: []goms.Listener{{Name: "grpc", Mode: goms.ModeGRPC, Engine: c.engine, MinBodyRate: c.rate}},
 			}, func(srv *goms.Server) error {
 				return srv.Mount(gomsv1connect.NewGoMsServiceHandler(svc, srv.HandlerOptions()...))
 			})

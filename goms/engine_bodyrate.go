@@ -34,7 +34,7 @@ type rateBody struct {
 	enveloped bool
 	rate      int
 	grace     time.Duration
-	listener  string
+	l         *listener
 
 	env envelopes // by Read only
 
@@ -50,18 +50,26 @@ type rateBody struct {
 
 // withMinBodyRate makes r's body obey the listener's MinBodyRate. The
 // returned function must be called once the handler has returned.
-func withMinBodyRate(w http.ResponseWriter, r *http.Request, rate int, grace time.Duration, listener string) func() {
+func withMinBodyRate(w http.ResponseWriter, r *http.Request, l *listener) func() {
 	b := &rateBody{
 		body:      r.Body,
 		w:         w,
 		http1:     r.ProtoMajor == 1,
 		enveloped: enveloped(r),
-		rate:      rate,
-		grace:     grace,
-		listener:  listener,
+		rate:      l.MinBodyRate,
+		grace:     l.MinBodyRateGrace,
+		l:         l,
 	}
 	r.Body = b
 	return b.finish
+}
+
+// slowBodyError is the error of a call whose request body came too
+// slowly.
+func slowBodyError(l *listener) error {
+	return connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf(
+		"the request body arrived slower than %d bytes/s after %v: listener %q ends such calls (min_body_rate)",
+		l.MinBodyRate, l.MinBodyRateGrace, l.Name))
 }
 
 // enveloped reports whether a request's body is a stream of enveloped
@@ -105,9 +113,7 @@ func (b *rateBody) Read(p []byte) (int, error) {
 		if b.http1 {
 			b.w.Header().Set("Connection", "close")
 		}
-		return n, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf(
-			"the request body arrived slower than %d bytes/s after %v: listener %q closes such calls (min_body_rate)",
-			b.rate, b.grace, b.listener))
+		return n, slowBodyError(b.l)
 	}
 	return n, err
 }

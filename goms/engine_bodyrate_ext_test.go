@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"golang.org/x/net/http2"
+	"google.golang.org/protobuf/proto"
 
 	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
 	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
@@ -132,26 +134,47 @@ func TestMinBodyRate(t *testing.T) {
 		}
 	})
 
-	// On the grpc engine a stalled message closes the connection: grpc-go
-	// gives no handle on a partial message to answer the call with.
+	// On the grpc engine too a stalled message is answered, and then the
+	// connection is closed. A bidi stream idle on the same connection
+	// (stream 1) is not the one cut.
 	t.Run("grpc-engine/stalled-message", func(t *testing.T) {
 		t.Parallel()
 		conn := dial(t, srv.Addr("grpcgo"))
-		attack := newH2Frames().preface().
-			headers(1, "POST", gomsv1connect.GoMsServiceListProcedure, "application/grpc", false, true).
-			data(1, append([]byte{0, 0, 0, 0x10, 0}, "partial"...), false).bytes()
-		start := time.Now()
-		if _, err := conn.Write(attack); err != nil {
-			t.Fatal(err)
-		}
-		took, err := awaitClose(conn, start, grace+5*time.Second, true)
+		lookup, err := proto.Marshal(&gomsv1.LookupRequest{Id: "missing"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if took < grace-100*time.Millisecond || took > grace+2*time.Second {
-			t.Errorf("closed after %v, want about %v", took, grace)
+		f := newH2Frames().preface().
+			headers(1, "POST", gomsv1connect.GoMsServiceLookupProcedure, "application/grpc", false, true).
+			data(1, envelope(0, lookup), false)
+		if _, err := conn.Write(f.bytes()); err != nil {
+			t.Fatal(err)
 		}
-		t.Logf("closed after %v", took.Round(10*time.Millisecond))
+		_ = conn.SetReadDeadline(time.Now().Add(callTimeout))
+		fr := responseFramer(conn)
+		if err := readMessage(fr, 1); err != nil {
+			t.Fatalf("Lookup: %v", err)
+		}
+		f.buf.Reset()
+		f.headers(3, "POST", gomsv1connect.GoMsServiceListProcedure, "application/grpc", false, true).
+			data(3, append([]byte{0, 0, 0, 0x10, 0}, "partial"...), false)
+		start := time.Now()
+		if _, err := conn.Write(f.bytes()); err != nil {
+			t.Fatal(err)
+		}
+		id, code, err := readStatus(fr)
+		took := time.Since(start)
+		if err != nil || id != 3 || code != "4" {
+			t.Fatalf("stream %d ended with grpc-status %q, %v; want stream 3 with 4 (deadline_exceeded)", id, code, err)
+		}
+		if took < grace-100*time.Millisecond || took > grace+2*time.Second {
+			t.Errorf("answered after %v, want about %v", took, grace)
+		}
+		closed, err := awaitClose(conn, start, grace+5*time.Second, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("answered deadline_exceeded after %v, closed after %v", took.Round(10*time.Millisecond), closed.Round(10*time.Millisecond))
 	})
 
 	// A message the server refused before it was whole is not slow: the
@@ -260,4 +283,42 @@ func TestMinBodyRate(t *testing.T) {
 			}
 		}
 	})
+}
+
+// readMessage reads frames until a DATA frame of stream id.
+func readMessage(fr *http2.Framer, id uint32) error {
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return err
+		}
+		if d, ok := f.(*http2.DataFrame); ok && d.StreamID == id && len(d.Data()) > 0 {
+			return nil
+		}
+		if h, ok := f.(*http2.MetaHeadersFrame); ok && h.StreamID == id && h.StreamEnded() {
+			return fmt.Errorf("stream %d ended", id)
+		}
+	}
+}
+
+// readStatus reads frames until a stream ends and returns it and its
+// grpc-status.
+func readStatus(fr *http2.Framer) (uint32, string, error) {
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return 0, "", err
+		}
+		if h, ok := f.(*http2.MetaHeadersFrame); ok && h.StreamEnded() {
+			for _, hf := range h.Fields {
+				if hf.Name == "grpc-status" {
+					return h.StreamID, hf.Value, nil
+				}
+			}
+			return h.StreamID, "", nil
+		}
+		if r, ok := f.(*http2.RSTStreamFrame); ok {
+			return r.StreamID, "", fmt.Errorf("stream %d reset: %v", r.StreamID, r.ErrCode)
+		}
+	}
 }

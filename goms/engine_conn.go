@@ -1,6 +1,8 @@
 package goms
 
 import (
+	"bufio"
+	"context"
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
@@ -50,8 +52,10 @@ type guardedConn struct {
 	// bodies times the request messages of a connection served by
 	// grpc-go; nil on others. written follows the frames grpc-go writes,
 	// to see the streams it ends.
-	bodies  *bodyClocks
-	written frameHeaders
+	bodies   *bodyClocks
+	written  frameHeaders
+	rd       *bufio.Reader // reads ahead for grpc-go, whose own reads are frame by frame
+	draining atomic.Bool
 
 	mu             sync.Mutex
 	armed          bool
@@ -108,7 +112,13 @@ func (c *guardedConn) SetReadDeadline(t time.Time) error {
 // Read reads from the connection, and closes it when a header block
 // outgrows the bound.
 func (c *guardedConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
+	var n int
+	var err error
+	if c.rd != nil {
+		n, err = c.rd.Read(p)
+	} else {
+		n, err = c.Conn.Read(p)
+	}
 	if err != nil && c.tls != nil {
 		refusePlainHTTP(err)
 	}
@@ -122,22 +132,48 @@ func (c *guardedConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// timeBodies makes the connection obey a listener's MinBodyRate: a
-// stream whose pending message falls behind rate once grace has passed
-// closes the connection (see bodyClocks). Call it before the connection is
-// handed to grpc-go.
+// timeBodies makes the connection obey a listener's MinBodyRate (see
+// bodyClocks). Call it before the connection is handed to grpc-go, which
+// must read it unbuffered: the connection buffers instead, so that what
+// it has handed out is exactly what grpc-go has read, and the stream of
+// the last header block it scanned is the one grpc-go's tap is called for.
 func (c *guardedConn) timeBodies(rate int, grace time.Duration) {
-	c.bodies = &bodyClocks{rate: rate, grace: grace, conn: c.Conn, streams: make(map[uint32]*streamClock)}
+	c.bodies = &bodyClocks{rate: rate, grace: grace, conn: c, streams: make(map[uint32]*streamClock)}
 	c.frames.bodies = c.bodies
+	c.rd = bufio.NewReaderSize(c.Conn, 32<<10)
 }
 
 // Write writes to the connection; on a connection whose bodies are timed
 // it notes the streams the server ends.
 func (c *guardedConn) Write(p []byte) (int, error) {
-	if c.bodies != nil {
-		c.written.scan(p, c.bodies)
+	if c.bodies == nil {
+		return c.Conn.Write(p)
 	}
-	return c.Conn.Write(p)
+	c.written.scan(p, c.bodies)
+	n, err := c.Conn.Write(p)
+	c.bodies.afterWrite()
+	return n, err
+}
+
+// drain closes the connection after the answer to a cut call: its
+// writing side at once, so that the answer goes out before the end, and
+// the rest a little later, as net/http does, so that bytes the client
+// sent meanwhile do not make the close a reset that could lose the answer.
+func (c *guardedConn) drain() {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	c.draining.Store(true)
+	time.AfterFunc(500*time.Millisecond, func() { _ = c.Conn.Close() })
+}
+
+// Close closes the connection, unless it is draining: it then closes
+// itself.
+func (c *guardedConn) Close() error {
+	if c.draining.Load() {
+		return nil
+	}
+	return c.Conn.Close()
 }
 
 // tlsState returns the connection's TLS state once its handshake is
@@ -207,6 +243,8 @@ type frameScanner struct {
 	skip  uint32  // payload bytes of the current frame still to come
 	block int     // bytes of the header block in progress
 
+	// lastBlock is the stream of the last header block begun.
+	lastBlock uint32
 	// bodies, when set, is given the data of DATA frames.
 	bodies    *bodyClocks
 	data      uint32 // stream of the DATA frame being read, 0 for none
@@ -253,6 +291,7 @@ func (s *frameScanner) scan(p []byte) error {
 			switch http2.FrameType(s.hdr[3]) {
 			case http2.FrameHeaders, http2.FramePushPromise:
 				s.block = int(length)
+				s.lastBlock = binary.BigEndian.Uint32(s.hdr[5:]) & (1<<31 - 1)
 			case http2.FrameContinuation:
 				s.block += int(length)
 			default:
@@ -393,20 +432,22 @@ func (w *frameHeaders) scan(p []byte, b *bodyClocks) {
 // any of it: the clock of a message runs from its first byte to its last,
 // never between messages, and never once either side has ended the
 // stream. When a message has taken longer than grace and its bytes
-// average less than rate since it started, the connection is closed: the
-// calls on it end with unavailable. grpc-go gives no handle on a stream's
-// partial message, so the call cannot be answered in its protocol as on
-// net/http.
+// average less than rate since it started, its stream's context (made by
+// grpc-go's tap, see streamContext) ends with context.DeadlineExceeded:
+// grpc-go answers the call with CodeDeadlineExceeded, and once the answer
+// is written the connection is closed.
 type bodyClocks struct {
 	rate  int
 	grace time.Duration
-	conn  net.Conn
+	conn  *guardedConn
 
-	mu      sync.Mutex
-	streams map[uint32]*streamClock
-	timer   *time.Timer
-	next    time.Time // when the timer fires, zero when it is not armed
-	closed  bool
+	mu       sync.Mutex
+	streams  map[uint32]*streamClock
+	timer    *time.Timer
+	next     time.Time // when the timer fires, zero when it is not armed
+	cut      uint32    // the stream cut, 0 before any
+	endedNow bool      // a write being made ends the cut stream
+	drained  bool
 }
 
 // streamClock is the clock of one stream's pending message.
@@ -414,6 +455,40 @@ type streamClock struct {
 	env   envelopes
 	start time.Time
 	got   int64
+	ctx   *cutContext // nil until grpc-go's tap made it
+}
+
+// cutContext is the context of a stream whose messages are timed: once
+// cut it is done, with context.DeadlineExceeded, which grpc-go answers the
+// call with.
+type cutContext struct {
+	context.Context // cancelled by cut
+	cancel          context.CancelFunc
+	cut             atomic.Bool
+}
+
+func (c *cutContext) Err() error {
+	if c.cut.Load() {
+		return context.DeadlineExceeded
+	}
+	return c.Context.Err()
+}
+
+// streamContext returns the context of the stream whose header block the
+// connection handed grpc-go last, which grpc-go's tap is called for.
+func (b *bodyClocks) streamContext(ctx context.Context) context.Context {
+	c := &cutContext{}
+	c.Context, c.cancel = context.WithCancel(ctx)
+	id := b.conn.frames.lastBlock // the tap runs on grpc-go's reader
+	b.mu.Lock()
+	clock := b.streams[id]
+	if clock == nil {
+		clock = &streamClock{}
+		b.streams[id] = clock
+	}
+	clock.ctx = c
+	b.mu.Unlock()
+	return c
 }
 
 // follow notes the data of a DATA frame of stream id.
@@ -440,12 +515,39 @@ func (b *bodyClocks) follow(id uint32, p []byte) {
 func (b *bodyClocks) ended(id uint32) {
 	b.mu.Lock()
 	delete(b.streams, id)
+	if b.cut != 0 && id == b.cut {
+		b.endedNow = true
+	}
 	b.mu.Unlock()
+}
+
+// afterWrite closes the connection once the answer to the cut stream is
+// written.
+func (b *bodyClocks) afterWrite() {
+	b.mu.Lock()
+	drain := b.endedNow && !b.drained
+	b.drained = b.drained || drain
+	b.mu.Unlock()
+	if drain {
+		b.conn.drain()
+	}
+}
+
+// cutStream cuts stream id, or closes the connection when the stream has
+// no context to cut. b.mu is held.
+func (b *bodyClocks) cutStream(id uint32, c *streamClock) {
+	b.cut = id
+	if c.ctx == nil {
+		_ = b.conn.Conn.Close()
+		return
+	}
+	c.ctx.cut.Store(true)
+	c.ctx.cancel()
 }
 
 // arm makes the timer fire at t at the latest. b.mu is held.
 func (b *bodyClocks) arm(t time.Time) {
-	if b.closed || !b.next.IsZero() && !t.Before(b.next) {
+	if b.cut != 0 || !b.next.IsZero() && !t.Before(b.next) {
 		return
 	}
 	b.next = t
@@ -463,7 +565,11 @@ func (b *bodyClocks) check() {
 	b.next = time.Time{}
 	now := time.Now()
 	var first time.Time
-	for _, c := range b.streams {
+	if b.cut != 0 {
+		b.mu.Unlock()
+		return
+	}
+	for id, c := range b.streams {
 		if !c.env.pending() {
 			continue
 		}
@@ -471,9 +577,8 @@ func (b *bodyClocks) check() {
 		if now.After(due) {
 			due = c.start.Add(time.Duration(float64(c.got) / float64(b.rate) * float64(time.Second)))
 			if !due.After(now) {
-				b.closed = true
+				b.cutStream(id, c)
 				b.mu.Unlock()
-				_ = b.conn.Close()
 				return
 			}
 		}

@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -70,7 +71,12 @@ func newGRPCEngine(s *Server, l *listener) *grpcEngine {
 // running.
 func (e *grpcEngine) newGRPCServer() *grpc.Server {
 	s := e.s
-	return grpc.NewServer(
+	var timed []grpc.ServerOption
+	if e.l.MinBodyRate > 0 {
+		// The connections buffer their reads (see guardedConn.timeBodies).
+		timed = []grpc.ServerOption{grpc.InTapHandle(e.tap), grpc.ReadBufferSize(0)}
+	}
+	return grpc.NewServer(append(timed,
 		grpc.Creds(bridgeCredentials{}),
 		grpc.ForceServerCodecV2(rawCodec{}),
 		grpc.UnknownServiceHandler(e.handleStream),
@@ -87,7 +93,18 @@ func (e *grpcEngine) newGRPCServer() *grpc.Server {
 		// to what the connect call chain needs: a new goroutine per call
 		// spends a fifth of the CPU growing its stack.
 		grpc.NumStreamWorkers(streamWorkers()),
-	)
+	)...)
+}
+
+// tap gives each stream of a connection whose request messages are timed
+// a context that its clock can end (see bodyClocks).
+func (e *grpcEngine) tap(ctx context.Context, _ *tap.Info) (context.Context, error) {
+	if p, ok := peer.FromContext(ctx); ok {
+		if info, ok := p.AuthInfo.(bridgeInfo); ok && info.conn != nil && info.conn.bodies != nil {
+			return info.conn.bodies.streamContext(ctx), nil
+		}
+	}
+	return ctx, nil
 }
 
 // streamWorkers is the number of goroutines that run gRPC calls; calls
@@ -249,8 +266,8 @@ func (e *grpcEngine) handleStream(_ any, stream grpc.ServerStream) error {
 		if p.Addr != nil {
 			remote = p.Addr.String()
 		}
-		if info, ok := p.AuthInfo.(credentials.TLSInfo); ok {
-			tlsState = &info.State
+		if info, ok := p.AuthInfo.(bridgeInfo); ok {
+			tlsState = info.tls
 		}
 	}
 	body := &streamBody{stream: stream}
@@ -614,13 +631,17 @@ func (bridgeCredentials) ClientHandshake(context.Context, string, net.Conn) (net
 }
 
 func (bridgeCredentials) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	if rc, ok := c.(*replayConn); ok && rc.tls != nil {
-		return c, credentials.TLSInfo{
-			State:          *rc.tls,
-			CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity},
-		}, nil
+	info := bridgeInfo{CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity}}
+	if rc, ok := c.(*replayConn); ok {
+		if rc.tls != nil {
+			info.tls = rc.tls
+			info.SecurityLevel = credentials.PrivacyAndIntegrity
+		}
+		if g, ok := rc.Conn.(*guardedConn); ok {
+			info.conn = g
+		}
 	}
-	return c, insecureInfo{}, nil
+	return c, info, nil
 }
 
 func (bridgeCredentials) Info() credentials.ProtocolInfo {
@@ -631,6 +652,17 @@ func (c bridgeCredentials) Clone() credentials.TransportCredentials { return c }
 
 func (bridgeCredentials) OverrideServerName(string) error { return nil }
 
-type insecureInfo struct{ credentials.CommonAuthInfo }
+// bridgeInfo is what grpc-go's streams know of their connection: its TLS
+// state on TLS listeners, and the connection, for tap.
+type bridgeInfo struct {
+	credentials.CommonAuthInfo
+	tls  *tls.ConnectionState
+	conn *guardedConn
+}
 
-func (insecureInfo) AuthType() string { return "insecure" }
+func (i bridgeInfo) AuthType() string {
+	if i.tls != nil {
+		return "tls"
+	}
+	return "insecure"
+}

@@ -122,11 +122,10 @@ type Listener struct {
 	// user) is not cut. On net/http a call that falls behind ends with
 	// CodeDeadlineExceeded (CodeResourceExhausted when the message was
 	// over the size limit and being skipped) in its protocol, and its
-	// HTTP/1.1 connection is closed after the answer; on the grpc engine,
-	// whose grpc-go transport holds a message until it is whole, the
-	// connection is closed and its calls end with CodeUnavailable. 0, the
-	// default, means 240 bytes per second, as Kestrel; a negative value
-	// turns the limit off.
+	// HTTP/1.1 connection is closed after the answer; on the grpc engine
+	// it ends with CodeDeadlineExceeded and its connection is closed after
+	// the answer. 0, the default, means 240 bytes per second, as Kestrel;
+	// a negative value turns the limit off.
 	MinBodyRate int `yaml:"min_body_rate"`
 	// MinBodyRateGrace is how long a request body may take before
 	// MinBodyRate applies to it. The default is 5s.
@@ -382,7 +381,7 @@ func (h httpServerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r = withTLSState(r)
 	}
 	if h.l.MinBodyRate > 0 && r.Body != nil && r.Body != http.NoBody {
-		defer withMinBodyRate(w, r, h.l.MinBodyRate, h.l.MinBodyRateGrace, h.l.Name)()
+		defer withMinBodyRate(w, r, h.l)()
 	}
 	if r.ProtoMajor == 2 {
 		h.l.workers.serve(h.l, w, r)
