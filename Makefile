@@ -19,6 +19,10 @@ CONFORMANCE_FLAGS ?= --parallel 2
 # package-lock.json and installed by `npm ci`.
 WEB := examples/web
 WEB_DEPS := $(WEB)/node_modules/.package-lock.json
+# The /docs page of listeners with OpenAPI on: Swagger UI (swagger-ui-dist)
+# bundled by esbuild into goms/internal/docsui/dist, which goms embeds.
+DOCSUI := goms/internal/docsui
+DOCSUI_DEPS := $(DOCSUI)/node_modules/.package-lock.json
 
 .PHONY: help
 help: ## List the targets
@@ -78,7 +82,7 @@ soak: ## Load a goms server process with every protocol for 60s: zero errors, fl
 	GOMS_SOAK=60s $(GO) test $(TESTFLAGS) -run '^TestSoak$$' -v ./goms/
 
 .PHONY: generate
-generate: $(WEB_DEPS) ## Regenerate gen/, the page's TypeScript and its bundle from proto/ (and the conformance protos)
+generate: $(WEB_DEPS) $(DOCSUI_DEPS) ## Regenerate gen/, the page's TypeScript and its bundle from proto/ (and the conformance protos), the docs page's bundle
 	$(TOOL) buf generate
 	@# buf.gen.yaml cleans all of gen/, so gen/connectrpc comes second; its
 	@# template cleans gen/connectrpc only.
@@ -88,6 +92,7 @@ generate: $(WEB_DEPS) ## Regenerate gen/, the page's TypeScript and its bundle f
 	@# The example page's TypeScript (protoc-gen-es), then its bundle.
 	$(TOOL) buf generate --template $(WEB)/buf.gen.yaml
 	$(MAKE) --no-print-directory web
+	$(MAKE) --no-print-directory docs-ui
 
 # Protos that the Buf Schema Registry would provide, vendored into
 # third_party/ because it is out of reach here; each comes from a pinned Go
@@ -129,7 +134,7 @@ vendor-protos: ## Copy validate.proto and google/api/{annotations,http}.proto fr
 
 .PHONY: checkgenerate
 checkgenerate: generate ## Fail when gen/, the page's TypeScript or its bundle differ from what proto/ and src/ give
-	@paths="gen $(WEB)/src/gen $(WEB)/dist"; \
+	@paths="gen $(WEB)/src/gen $(WEB)/dist $(DOCSUI)/dist"; \
 	if [ -n "$$(git status --porcelain -- $$paths)" ]; then \
 		echo "generated code is stale: run 'make generate' and commit the result"; \
 		git status --porcelain -- $$paths; git diff --stat -- $$paths; exit 1; \
@@ -143,6 +148,14 @@ web: $(WEB_DEPS) ## Type-check the example page and bundle it into examples/web/
 
 $(WEB_DEPS): $(WEB)/package-lock.json
 	npm ci --prefix $(WEB) --no-audit --no-fund
+
+# Committed too: goms embeds it, so programs build without Node.js.
+.PHONY: docs-ui
+docs-ui: $(DOCSUI_DEPS) ## Bundle the /docs page (Swagger UI) into goms/internal/docsui/dist
+	npm --prefix $(DOCSUI) run --silent build
+
+$(DOCSUI_DEPS): $(DOCSUI)/package-lock.json
+	npm ci --prefix $(DOCSUI) --no-audit --no-fund
 
 .PHONY: chromium
 chromium: ## Install Debian's chromium (the browser test's) unless /usr/bin/chromium is there

@@ -252,7 +252,7 @@ func TestCORSConfig(t *testing.T) {
 		want     string
 	}{
 		{"grpc mode", goms.Listener{Mode: goms.ModeGRPC, CORS: goms.CORS{AllowedOrigins: []string{allowedOrigin}}},
-			`goms: listener "l": rest and cors need mode "http" or "gateway"`},
+			`goms: listener "l": rest, openapi and cors need mode "http" or "gateway"`},
 		{"no scheme", goms.Listener{CORS: goms.CORS{AllowedOrigins: []string{"app.example"}}},
 			`goms: listener "l": cors: allowed_origins: "app.example": want "scheme://host"`},
 		{"path", goms.Listener{CORS: goms.CORS{AllowedOrigins: []string{"http://app.example/"}}},

@@ -48,7 +48,10 @@ func (s *Server) addBuiltins() error {
 	if err := s.addReflection(); err != nil {
 		return err
 	}
-	return s.addREST()
+	if err := s.addREST(); err != nil {
+		return err
+	}
+	return s.addOpenAPI()
 }
 
 func liveness(w http.ResponseWriter, r *http.Request) {

@@ -130,6 +130,12 @@ type Listener struct {
 	// MinBodyRateGrace is how long a request body may take before
 	// MinBodyRate applies to it. The default is 5s.
 	MinBodyRateGrace time.Duration `yaml:"min_body_rate_grace"`
+	// OpenAPI serves, at OpenAPIPath (/openapi.json), an OpenAPI 3.1
+	// document of the unary procedures mounted on the listener (and of
+	// their REST routes when REST is on), built when the server starts,
+	// and at DocsPath (/docs) a page that lists them and calls them. Off
+	// by default; not for grpc-mode listeners.
+	OpenAPI bool `yaml:"openapi"`
 }
 
 // Defaults of the Listener fields whose zero value means a default, as
@@ -178,8 +184,8 @@ func (l Listener) check() (Listener, *tls.Config, error) {
 	if l.MinBodyRateGrace == 0 {
 		l.MinBodyRateGrace = defaultMinBodyRateGrace
 	}
-	if l.Mode == ModeGRPC && (l.REST || len(l.CORS.AllowedOrigins) > 0) {
-		return l, nil, fmt.Errorf("goms: listener %q: rest and cors need mode %q or %q: mode %q serves gRPC only", l.Name, ModeHTTP, ModeGateway, l.Mode)
+	if l.Mode == ModeGRPC && (l.REST || l.OpenAPI || len(l.CORS.AllowedOrigins) > 0) {
+		return l, nil, fmt.Errorf("goms: listener %q: rest, openapi and cors need mode %q or %q: mode %q serves gRPC only", l.Name, ModeHTTP, ModeGateway, l.Mode)
 	}
 	cors, err := l.CORS.check()
 	if err != nil {

@@ -293,7 +293,7 @@ func TestRESTBesideRPC(t *testing.T) {
 func TestRESTConfig(t *testing.T) {
 	t.Parallel()
 	_, err := goms.New(goms.Config{Listeners: []goms.Listener{{Name: "g", Addr: "127.0.0.1:0", Mode: goms.ModeGRPC, REST: true}}})
-	if err == nil || !strings.Contains(err.Error(), `goms: listener "g": rest and cors need mode`) {
+	if err == nil || !strings.Contains(err.Error(), `goms: listener "g": rest, openapi and cors need mode`) {
 		t.Fatalf("REST on a grpc listener: got %v", err)
 	}
 	// REST with nothing to serve is a mistake reported by Listen.

@@ -1,7 +1,8 @@
 // Command gateway runs the goms and child example services on two
 // listeners, as the original GoMs gateway example ran a gRPC server and an
-// HTTP gateway: gRPC on -grpc-host:-grpc-port, Connect, gRPC-Web and the
-// gateway's REST routes (GET /goms, …) on -http-host:-http-port, and
+// HTTP gateway: gRPC on -grpc-host:-grpc-port, Connect, gRPC-Web, the
+// gateway's REST routes (GET /goms, …), the OpenAPI document
+// (/openapi.json) and its docs page (/docs) on -http-host:-http-port, and
 // metrics on the admin listener. With -single
 // ADDR it runs one gateway-mode listener that serves all three protocols
 // instead.
@@ -29,7 +30,7 @@ import (
 const defaults = `
 listeners:
   - {name: grpc, address: "127.0.0.1:42001", mode: grpc}
-  - {name: http, address: "127.0.0.1:8080", mode: http, rest: true}
+  - {name: http, address: "127.0.0.1:8080", mode: http, rest: true, openapi: true}
 admin:
   address: "127.0.0.1:4242"
 `
@@ -57,7 +58,7 @@ func main() {
 	})
 	cfg, err := goms.LoadConfig([]byte(defaults), *configFile, os.Environ(), append(set, overrides...))
 	if err == nil && *single != "" {
-		cfg.Listeners = []goms.Listener{{Name: "gateway", Addr: *single, Mode: goms.ModeGateway, REST: true}}
+		cfg.Listeners = []goms.Listener{{Name: "gateway", Addr: *single, Mode: goms.ModeGateway, REST: true, OpenAPI: true}}
 	}
 	if err == nil {
 		err = run(cfg)
@@ -71,19 +72,29 @@ func main() {
 func run(cfg goms.Config) error {
 	ctx, stop := goms.SignalContext(context.Background())
 	defer stop()
-	shutdown, err := app.Configure(ctx, &cfg)
+	srv, shutdown, err := newServer(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = shutdown(context.Background()) }()
-	srv, err := goms.New(cfg)
-	if err != nil {
-		return err
-	}
-	// The child service calls the goms service in-process, with the gRPC
-	// protocol.
-	if err := app.MountAll(srv, connect.WithGRPC()); err != nil {
-		return err
-	}
 	return srv.Serve(ctx)
+}
+
+// newServer configures the example's plugins and mounts its services.
+func newServer(ctx context.Context, cfg goms.Config) (*goms.Server, func(context.Context) error, error) {
+	shutdown, err := app.Configure(ctx, &cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	srv, err := goms.New(cfg)
+	if err == nil {
+		// The child service calls the goms service in-process, with the
+		// gRPC protocol.
+		err = app.MountAll(srv, connect.WithGRPC())
+	}
+	if err != nil {
+		_ = shutdown(ctx)
+		return nil, nil, err
+	}
+	return srv, shutdown, nil
 }

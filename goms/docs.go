@@ -1,0 +1,109 @@
+package goms
+
+import (
+	"bytes"
+	"compress/gzip"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/reversTeam/go-ms/goms/internal/docsui"
+)
+
+// DocsPath is where a listener with Listener.OpenAPI serves a page that
+// lists the operations of its OpenAPI document and calls them (Swagger
+// UI, bundled into goms: the page loads nothing from elsewhere). Its
+// script and style sheet are under DocsPath + "/".
+const DocsPath = "/docs"
+
+const docsPage = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>API</title>
+<link rel="stylesheet" href="docs/docs.css">
+</head>
+<body>
+<div id="docs"></div>
+<script src="docs/docs.js"></script>
+</body>
+</html>
+`
+
+// docsAsset is one file of the page, kept plain and gzipped.
+type docsAsset struct {
+	contentType string
+	plain, gz   []byte
+}
+
+// docsAssets reads and compresses the bundle once, on first use.
+var docsAssets = sync.OnceValue(func() map[string]*docsAsset {
+	assets := map[string]*docsAsset{
+		DocsPath:               {contentType: "text/html; charset=utf-8", plain: []byte(docsPage)},
+		DocsPath + "/docs.js":  {contentType: "text/javascript; charset=utf-8"},
+		DocsPath + "/docs.css": {contentType: "text/css; charset=utf-8"},
+	}
+	for path, a := range assets {
+		if a.plain == nil {
+			data, err := docsui.Dist.ReadFile("dist/" + strings.TrimPrefix(path, DocsPath+"/"))
+			if err != nil {
+				panic("goms: the docs page bundle lacks " + path) // embedded at build time
+			}
+			a.plain = data
+		}
+		var buf bytes.Buffer
+		zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+		_, _ = zw.Write(a.plain)
+		_ = zw.Close()
+		a.gz = buf.Bytes()
+	}
+	return assets
+})
+
+// docsRoutes returns the exact routes of the docs page.
+func docsRoutes() map[string]http.Handler {
+	routes := make(map[string]http.Handler, 3)
+	for _, path := range []string{DocsPath, DocsPath + "/docs.js", DocsPath + "/docs.css"} {
+		routes[path] = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			serveDocsAsset(w, r, docsAssets()[path])
+		})
+	}
+	return routes
+}
+
+func serveDocsAsset(w http.ResponseWriter, r *http.Request, a *docsAsset) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed: the docs page answers GET", http.StatusMethodNotAllowed)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", a.contentType)
+	h.Set("Vary", "Accept-Encoding")
+	h.Set("X-Content-Type-Options", "nosniff")
+	// The page runs only this origin's code and calls only this origin.
+	h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'")
+	body := a.plain
+	if acceptsGzip(r) {
+		h.Set("Content-Encoding", "gzip")
+		body = a.gz
+	}
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	if r.Method == http.MethodGet {
+		_, _ = w.Write(body)
+	}
+}
+
+func acceptsGzip(r *http.Request) bool {
+	for _, v := range r.Header.Values("Accept-Encoding") {
+		for part := range strings.SplitSeq(v, ",") {
+			coding, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+			if strings.EqualFold(strings.TrimSpace(coding), "gzip") && !strings.Contains(strings.ReplaceAll(params, " ", ""), "q=0") {
+				return true
+			}
+		}
+	}
+	return false
+}
