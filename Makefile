@@ -93,6 +93,8 @@ generate: $(WEB_DEPS) $(DOCSUI_DEPS) ## Regenerate gen/, the page's TypeScript a
 	$(TOOL) buf generate --template $(WEB)/buf.gen.yaml
 	$(MAKE) --no-print-directory web
 	$(MAKE) --no-print-directory docs-ui
+	@# The projects of `goms new` carry the same vendored protos.
+	rm -rf cmd/goms/template/third_party && cp -R third_party cmd/goms/template/third_party
 
 # Protos that the Buf Schema Registry would provide, vendored into
 # third_party/ because it is out of reach here; each comes from a pinned Go
@@ -134,7 +136,7 @@ vendor-protos: ## Copy validate.proto and google/api/{annotations,http}.proto fr
 
 .PHONY: checkgenerate
 checkgenerate: generate ## Fail when gen/, the page's TypeScript or its bundle differ from what proto/ and src/ give
-	@paths="gen $(WEB)/src/gen $(WEB)/dist $(DOCSUI)/dist"; \
+	@paths="gen $(WEB)/src/gen $(WEB)/dist $(DOCSUI)/dist cmd/goms/template/third_party"; \
 	if [ -n "$$(git status --porcelain -- $$paths)" ]; then \
 		echo "generated code is stale: run 'make generate' and commit the result"; \
 		git status --porcelain -- $$paths; git diff --stat -- $$paths; exit 1; \
