@@ -38,7 +38,7 @@ func TestLoadConfigFile(t *testing.T) {
 	want := goms.Config{
 		Listeners: []goms.Listener{
 			{Name: "grpc", Addr: "127.0.0.1:42001", Mode: goms.ModeGRPC},
-			{Name: "http", Addr: "127.0.0.1:8080", Mode: goms.ModeHTTP, MaxInFlight: 100},
+			{Name: "http", Addr: "127.0.0.1:8080", Mode: goms.ModeHTTP, MaxInFlight: 100, MinBodyRate: 1024, MinBodyRateGrace: 10 * time.Second},
 		},
 		ShutdownTimeout: 5 * time.Second,
 		Log:             goms.Log{Format: "json", Level: slog.LevelWarn},

@@ -423,6 +423,7 @@ func TestNewErrors(t *testing.T) {
 		{"missing-cert-files", goms.Config{Listeners: []goms.Listener{{Name: "a", Addr: "127.0.0.1:0", CertFile: "/nonexistent/cert.pem", KeyFile: "/nonexistent/key.pem"}}}, `goms: listener "a": loading TLS certificate`},
 		{"negative-shutdown-timeout", goms.Config{Listeners: []goms.Listener{ok}, ShutdownTimeout: -time.Second}, "goms: shutdown_timeout: -1s is negative"},
 		{"negative-max-message-bytes", goms.Config{Listeners: []goms.Listener{ok}, MaxMessageBytes: -1}, "goms: max_message_bytes: -1 is negative"},
+		{"negative-min-body-rate-grace", goms.Config{Listeners: []goms.Listener{{Name: "a", Addr: "127.0.0.1:0", MinBodyRateGrace: -time.Second}}}, `goms: listener "a": min_body_rate_grace: -1s is negative`},
 		{"unknown-reflection-listener", goms.Config{Listeners: []goms.Listener{ok}, Reflection: goms.Reflection{Listeners: []string{"nope"}}}, `goms: reflection.listeners: unknown listener "nope" (have "ok")`},
 	}
 	for _, c := range cases {
