@@ -169,9 +169,10 @@ chromium: ## Install Debian's chromium (the browser test's) unless /usr/bin/chro
 	@/usr/bin/chromium --version 2>/dev/null
 
 .PHONY: test-web
-test-web: chromium $(WEB_DEPS) ## Drive the example page in headless Chromium, per transport and cross-origin (screenshots in out/)
+test-web: chromium $(WEB_DEPS) ## Drive the example page (per transport and cross-origin) and the gateway's /docs page in headless Chromium (screenshots in out/)
 	$(GO) build -o bin/web ./$(WEB)
-	cd $(WEB) && GOMS_WEB_BIN=bin/web node --test --test-concurrency=1 test/
+	$(GO) build -o bin/gateway ./examples/gateway
+	cd $(WEB) && GOMS_WEB_BIN=bin/web GATEWAY_BIN=bin/gateway node --test --test-concurrency=1 test/
 
 .PHONY: conformance
 conformance: ## Run the Connect conformance suite against goms in every listener mode and through the edge proxy

@@ -1,0 +1,140 @@
+// The /docs page of the gateway example in headless Chromium (Debian's
+// /usr/bin/chromium driven by playwright-core): Swagger UI, bundled into
+// goms, over the http listener's /openapi.json. The test starts the
+// gateway example (GATEWAY_BIN, or `go run ./examples/gateway`) on
+// free loopback ports, checks that the page lists the example's
+// operations and loads nothing from elsewhere, and creates an item with
+// "Try it out". A screenshot goes to out/.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { mkdir } from "node:fs/promises";
+import { createServer } from "node:net";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const root = fileURLToPath(new URL("../../../", import.meta.url));
+const outDir = path.join(root, "out");
+const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const chromiumArgs = [
+  "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+];
+const pageWait = 15_000;
+
+let server;
+let serverLog = "";
+let browser;
+let api;
+
+async function freePort() {
+  const srv = createServer();
+  srv.listen(0, "127.0.0.1");
+  await once(srv, "listening");
+  const { port } = srv.address();
+  srv.close();
+  await once(srv, "close");
+  return port;
+}
+
+async function waitReady(url, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (server.exitCode !== null) {
+      throw new Error(`the gateway example exited with ${server.exitCode}:\n${serverLog}`);
+    }
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
+      if (res.ok) {
+        return;
+      }
+    } catch {
+      // not listening yet
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`${url} not ready after ${timeoutMs} ms:\n${serverLog}`);
+}
+
+before(async () => {
+  await mkdir(outDir, { recursive: true });
+  const [httpPort, grpcPort] = [await freePort(), await freePort()];
+  api = `http://127.0.0.1:${httpPort}`;
+  const args = ["-http-port", `${httpPort}`, "-grpc-port", `${grpcPort}`, "-set", "admin.address=127.0.0.1:0"];
+  const bin = process.env.GATEWAY_BIN;
+  const [cmd, cmdArgs] = bin ? [path.resolve(root, bin), args] : ["go", ["run", "./examples/gateway", ...args]];
+  server = spawn(cmd, cmdArgs, { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
+  server.stdout.on("data", (d) => (serverLog += d));
+  server.stderr.on("data", (d) => (serverLog += d));
+  await waitReady(`${api}/readyz`, 120_000);
+  browser = await chromium.launch({ executablePath: chromiumPath, args: chromiumArgs, timeout: 30_000 });
+}, { timeout: 180_000 });
+
+after(async () => {
+  await browser?.close();
+  if (server && server.exitCode === null) {
+    server.kill("SIGTERM");
+    const exited = once(server, "exit");
+    const timer = setTimeout(() => server.kill("SIGKILL"), 10_000);
+    await exited;
+    clearTimeout(timer);
+  }
+});
+
+test("the docs page lists the example's operations and creates an item", { timeout: 60_000 }, async () => {
+  const context = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(pageWait);
+  const problems = [];
+  const elsewhere = [];
+  page.on("pageerror", (err) => problems.push(`page error: ${err.message}`));
+  page.on("console", (msg) => msg.type() === "error" && problems.push(`console: ${msg.text()}`));
+  page.on("response", (res) => res.status() >= 400 && problems.push(`${res.status()} for ${res.url()}`));
+  page.on("request", (req) => {
+    const url = req.url();
+    if (!url.startsWith(`${api}/`) && !url.startsWith("data:")) {
+      elsewhere.push(url);
+    }
+  });
+  try {
+    await page.goto(`${api}/docs`);
+    // Every operation of the document: Connect procedures and REST routes.
+    const spec = await (await fetch(`${api}/openapi.json`)).json();
+    const want = [];
+    for (const [p, ops] of Object.entries(spec.paths)) {
+      for (const method of Object.keys(ops)) {
+        want.push(`${method.toUpperCase()} ${p}`);
+      }
+    }
+    assert.ok(want.includes("POST /goms.v1.GoMsService/Create"), want.join(", "));
+    assert.ok(want.includes("GET /goms/{id}"), want.join(", "));
+    await page.locator(".opblock").nth(want.length - 1).waitFor();
+    const shown = await page.locator(".opblock").evaluateAll((blocks) =>
+      blocks.map((b) => `${b.querySelector(".opblock-summary-method").textContent.trim()} ${b.querySelector(".opblock-summary-path").getAttribute("data-path")}`));
+    assert.deepEqual([...shown].sort(), [...want].sort());
+
+    // Try it out: Connect JSON Create, from the page.
+    const create = page.locator(".opblock-post").filter({ has: page.locator('[data-path="/goms.v1.GoMsService/Create"]') });
+    await create.locator(".opblock-summary").click();
+    const name = `from-docs-${process.pid}`;
+    const body = create.locator("textarea.body-param__text");
+    await body.fill(JSON.stringify({ name }));
+    const answered = page.waitForResponse((res) => res.url() === `${api}/goms.v1.GoMsService/Create`);
+    await create.locator("button.execute").click();
+    const res = await answered;
+    assert.equal(res.status(), 200, await res.text());
+    const item = (await res.json()).item;
+    assert.equal(item.name, name);
+    assert.match(item.id, /^[0-9a-f]{16}$/);
+    // The page shows the answer.
+    await create.locator(".live-responses-table .response-col_status").filter({ hasText: "200" }).first().waitFor();
+    await create.locator(".live-responses-table").getByText(item.id).first().waitFor();
+    assert.deepEqual(elsewhere, [], "requests to other origins");
+    assert.deepEqual(problems, []);
+  } finally {
+    await page.screenshot({ path: path.join(outDir, "docs.png"), fullPage: false });
+    await context.close();
+  }
+});
