@@ -199,6 +199,8 @@ lint: ## gofmt, go vet, staticcheck, buf lint and buf format
 	if [ -n "$$unformatted" ]; then echo "gofmt wants to change:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	cd deploy && $(GO) vet ./...
+	cd deploy/kubernetes/cluster && $(GO) vet ./cmd/...
+	cd deploy/kubernetes/cluster/coredns && $(GO) vet ./...
 	$(TOOL) staticcheck ./...
 	$(TOOL) buf lint
 	@# proto/ only: third_party/ is vendored as upstream wrote it.
@@ -231,3 +233,23 @@ bench-quick: ## Check that every benchmark server answers each of its protocols 
 .PHONY: test-deploy
 test-deploy: ## Check deploy/kubernetes: strict decoding, ports, probes, drain, security, against the goms config
 	cd deploy && $(GO) test $(TESTFLAGS) ./...
+
+# A single-node Kubernetes cluster on this machine (Linux, root): the
+# components built from Go modules pinned in deploy/kubernetes/cluster, the
+# runtime from Debian (installed when missing), the example's image built
+# from this checkout. test-k8s tears it down whatever happens; cluster-up
+# leaves it running until cluster-down. See deploy/kubernetes/README.md.
+CLUSTER := deploy/kubernetes/cluster/cluster.sh
+
+.PHONY: test-k8s
+test-k8s: ## Run deploy/kubernetes on a real cluster under load (probes, protocols, scaling, rollouts, lost pods), then tear it down; Linux, root
+	$(CLUSTER) test
+
+.PHONY: cluster-up
+cluster-up: ## Start a single-node cluster running deploy/kubernetes (Linux, root); it prints how to reach it
+	$(CLUSTER) up
+	$(CLUSTER) apply
+
+.PHONY: cluster-down
+cluster-down: ## Stop the cluster of cluster-up and remove everything it added to the machine
+	$(CLUSTER) down
