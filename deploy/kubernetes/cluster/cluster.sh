@@ -65,11 +65,12 @@ step() {
 	log "step $name: $((SECONDS - start))s"
 }
 
-# wait_for WHAT SECONDS COMMAND... polls the command every half second.
+# wait_for WHAT SECONDS COMMAND... polls the command every half second,
+# each try bounded to 10s.
 wait_for() {
 	local what="$1" timeout="$2" deadline=$((SECONDS + $2))
 	shift 2
-	until "$@" >/dev/null 2>&1; do
+	until timeout 10 "$@" >/dev/null 2>&1; do
 		if ((SECONDS >= deadline)); then
 			log "gave up after ${timeout}s waiting for $what"
 			return 1
@@ -305,7 +306,7 @@ control_plane_up() {
 		--service-account-issuer https://kubernetes.default.svc.cluster.local \
 		--service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
 		--cert-dir "$DIR/apiserver" --profiling=false
-	wait_for kube-apiserver 90 kubectl get --raw /readyz || { alive kube-apiserver; return 1; }
+	wait_for kube-apiserver 180 kubectl get --raw /readyz || { alive kube-apiserver; return 1; }
 	start kube-controller-manager kube-controller-manager --kubeconfig "$PKI/controller-manager.kubeconfig" \
 		--bind-address 127.0.0.1 --leader-elect=false --use-service-account-credentials \
 		--service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
@@ -360,21 +361,26 @@ conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeou
 iptables: {localhostNodePorts: false, minSyncPeriod: 0s}
 EOF
 	start kube-proxy kube-proxy --config "$DIR/kube-proxy.yaml"
-	wait_for "node $NODE Ready" 120 kubectl wait --for=condition=Ready "node/$NODE" --timeout=2s ||
+	wait_for "node $NODE Ready" 180 kubectl wait --for=condition=Ready "node/$NODE" --timeout=2s ||
 		{ alive kubelet; alive kube-proxy; alive containerd; return 1; }
 }
 
 dns_up() {
 	sed -e "s|@COREDNS_IMAGE@|$COREDNS_IMAGE|" -e "s|@DNS_SERVICE_IP@|$DNS_SERVICE_IP|" \
-		"$HERE/coredns.yaml" | kubectl apply -f - >/dev/null
-	kubectl -n kube-system rollout status deployment/coredns --timeout=90s >/dev/null
+		"$HERE/coredns.yaml" | timeout 120 kubectl apply -f - >/dev/null
+	kubectl -n kube-system rollout status deployment/coredns --timeout=180s >/dev/null
 }
 
-up() {
+# not_up fails when a cluster is up or was not torn down; checked before
+# the traps that would tear it down.
+not_up() {
 	need_root
 	if running kube-apiserver || ip link show "$BRIDGE" >/dev/null 2>&1; then
 		die "a cluster is already up (or was not torn down): $0 down"
 	fi
+}
+
+up() {
 	step packages packages
 	step build build
 	rm -rf "$PKI" "$RUN" "$LOGS" "$DIR/etcd" "$DIR/kubelet" "$DIR/containerd" "$DIR/cni" "$DIR/apiserver"
@@ -391,11 +397,11 @@ up() {
 
 apply() {
 	step image app_image
-	kubectl create namespace "$NAMESPACE" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-	kubectl -n "$NAMESPACE" apply -k "$REPO/deploy/kubernetes"
+	kubectl create namespace "$NAMESPACE" --dry-run=client -o yaml | timeout 120 kubectl apply -f - >/dev/null
+	timeout 120 kubectl -n "$NAMESPACE" apply -k "$REPO/deploy/kubernetes"
 	local d
 	for d in goms child edge; do
-		kubectl -n "$NAMESPACE" rollout status "deployment/$d" --timeout=120s
+		kubectl -n "$NAMESPACE" rollout status "deployment/$d" --timeout=180s
 	done
 }
 
@@ -493,6 +499,7 @@ sysctl_restore() {
 # ----------------------------------------------------------------- test
 
 test_cluster() {
+	not_up
 	trap 'down' EXIT
 	trap 'exit 130' INT
 	trap 'exit 143' TERM
@@ -506,6 +513,7 @@ test_cluster() {
 
 case "${1:-}" in
 up)
+	not_up
 	trap 'rc=$?; if ((rc != 0)); then log "up failed: tearing down"; down; fi' EXIT
 	trap 'exit 130' INT
 	trap 'exit 143' TERM
