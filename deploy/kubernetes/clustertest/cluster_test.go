@@ -31,6 +31,8 @@ import (
 
 	childv1 "github.com/reversTeam/go-ms/gen/child/v1"
 	"github.com/reversTeam/go-ms/gen/child/v1/childv1connect"
+	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
+	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
 )
 
 // The manifests' settings that the timing assertions rest on.
@@ -222,6 +224,26 @@ func testReady(t *testing.T, c *cluster) {
 		pods := c.waitPods(t, app, 2, 2*time.Minute)
 		t.Logf("%s: %d pods Ready through the gRPC probe on port %s", app, len(pods), probe)
 	}
+	// An edge pod is Ready once it serves, whether or not its remotes have
+	// resolved to any pod yet: right after an apply, its first resolution
+	// may have found no goms or child pod Ready, and the next one comes a
+	// resolve_interval later.
+	start := time.Now()
+	items := gomsv1connect.NewGoMsServiceClient(http.DefaultClient, c.edge)
+	children := childv1connect.NewChildServiceClient(http.DefaultClient, c.edge)
+	limit := resolveInterval + dnsTTL + 5*time.Second
+	for {
+		_, errItems := items.List(t.Context(), connect.NewRequest(&gomsv1.ListRequest{}))
+		_, errChildren := children.List(t.Context(), connect.NewRequest(&childv1.ListRequest{}))
+		if errItems == nil && errChildren == nil {
+			break
+		}
+		if time.Since(start) > limit {
+			t.Fatalf("the edge answers no call after %v: %v; %v", limit, errItems, errChildren)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("the edge reached goms and child %v after its pods were Ready", time.Since(start).Round(100*time.Millisecond))
 }
 
 // testProtocols: Connect JSON over HTTP/1.1 (curl), gRPC through
