@@ -21,6 +21,7 @@ func Example() {
 	ts := gomstest.Start(t, goms.Config{}, func(srv *goms.Server) error {
 		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...))
 	})
+	defer ts.Stop() // what the test's cleanup does
 	ctx := context.Background()
 	for _, p := range gomstest.Protocols {
 		client := gomstest.Dial(t, ts, "", p, gomsv1connect.NewGoMsServiceClient)
