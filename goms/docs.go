@@ -3,6 +3,7 @@ package goms
 import (
 	"bytes"
 	"compress/gzip"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -33,35 +34,52 @@ const docsPage = `<!doctype html>
 </html>
 `
 
-// docsAsset is one file of the page, kept plain and gzipped.
+// docsAsset is one file of the page, gzipped, and plain for the clients
+// that do not take gzip (decompressed when one first asks).
 type docsAsset struct {
 	contentType string
-	plain, gz   []byte
+	gz          []byte
+	plain       func() []byte
 }
 
-// docsAssets reads and compresses the bundle once, on first use.
+// docsAssets reads the bundle once, on first use.
 var docsAssets = sync.OnceValue(func() map[string]*docsAsset {
+	page := compress([]byte(docsPage))
 	assets := map[string]*docsAsset{
-		DocsPath:               {contentType: "text/html; charset=utf-8", plain: []byte(docsPage)},
+		DocsPath:               {contentType: "text/html; charset=utf-8", gz: page},
 		DocsPath + "/docs.js":  {contentType: "text/javascript; charset=utf-8"},
 		DocsPath + "/docs.css": {contentType: "text/css; charset=utf-8"},
 	}
 	for path, a := range assets {
-		if a.plain == nil {
-			data, err := docsui.Dist.ReadFile("dist/" + strings.TrimPrefix(path, DocsPath+"/"))
+		if a.gz == nil {
+			data, err := docsui.Dist.ReadFile("dist/" + strings.TrimPrefix(path, DocsPath+"/") + ".gz")
 			if err != nil {
 				panic("goms: the docs page bundle lacks " + path) // embedded at build time
 			}
-			a.plain = data
+			a.gz = data
 		}
-		var buf bytes.Buffer
-		zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
-		_, _ = zw.Write(a.plain)
-		_ = zw.Close()
-		a.gz = buf.Bytes()
+		a.plain = sync.OnceValue(func() []byte {
+			zr, err := gzip.NewReader(bytes.NewReader(a.gz))
+			if err != nil {
+				panic("goms: the docs page bundle is not gzip: " + err.Error()) // embedded at build time
+			}
+			data, err := io.ReadAll(zr)
+			if err != nil {
+				panic("goms: the docs page bundle is not gzip: " + err.Error())
+			}
+			return data
+		})
 	}
 	return assets
 })
+
+func compress(data []byte) []byte {
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	_, _ = zw.Write(data)
+	_ = zw.Close()
+	return buf.Bytes()
+}
 
 // docsRoutes returns the exact routes of the docs page.
 func docsRoutes() map[string]http.Handler {
@@ -86,10 +104,11 @@ func serveDocsAsset(w http.ResponseWriter, r *http.Request, a *docsAsset) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	// The page runs only this origin's code and calls only this origin.
 	h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'")
-	body := a.plain
+	body := a.gz
 	if acceptsGzip(r) {
 		h.Set("Content-Encoding", "gzip")
-		body = a.gz
+	} else {
+		body = a.plain()
 	}
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	if r.Method == http.MethodGet {
