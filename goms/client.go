@@ -53,9 +53,11 @@ const inProcessAddr = "in-process"
 func (c inProcessClient) Do(req *http.Request) (*http.Response, error) {
 	route, ok := c.s.inProcessRoute(c.service, req.URL.Path)
 	if !ok {
-		if r, ok := c.s.remotes[c.service]; ok {
-			return remoteClient{r: r}.Do(req)
+		if r, isRemote := c.s.remotes[c.service]; isRemote {
+			route, ok = r.route(req.URL.Path), true
 		}
+	}
+	if !ok {
 		if req.Body != nil {
 			_ = req.Body.Close()
 		}

@@ -1,14 +1,9 @@
 package goms_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -138,49 +133,5 @@ func TestEdgeStreamEndedEarly(t *testing.T) {
 		_ = bidi.CloseRequest()
 		_ = bidi.CloseResponse()
 		cancel()
-	}
-}
-
-// TestEdgeEarlyAnswerHTTP1 checks a call an HTTP/1.1 client makes through
-// the edge to a remote that answers before it has read the request: the
-// answer comes through whole while the client is still sending its body.
-// (net/http's HTTP/1.1 server discards the rest of a request body once
-// the response headers go out, under the proxy copying it upstream.)
-func TestEdgeEarlyAnswerHTTP1(t *testing.T) {
-	t.Parallel()
-	answer := bytes.Repeat([]byte("r"), 1000)
-	edge := startEdge(t, goms.Config{}, func(srv *goms.Server) error {
-		return srv.Mount("/"+gomsv1connect.GoMsServiceName+"/", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			// Headers first, the body later, as a gRPC-Web error's
-			// trailers may come.
-			w.Header().Set("Content-Type", "application/proto")
-			w.WriteHeader(http.StatusOK)
-			http.NewResponseController(w).Flush()
-			time.Sleep(300 * time.Millisecond)
-			_, _ = w.Write(answer)
-		}))
-	})
-
-	for i := range 4 {
-		conn, err := net.Dial("tcp", edge.Addr("edge"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		const half = 100_000
-		fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: edge\r\nContent-Type: application/proto\r\nConnect-Protocol-Version: 1\r\nContent-Length: %d\r\n\r\n",
-			gomsv1connect.GoMsServiceGetProcedure, 2*half)
-		_, _ = conn.Write(make([]byte, half))
-		time.Sleep(100 * time.Millisecond) // the answer's headers are back
-		_, _ = conn.Write(make([]byte, half))
-		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-		res, err := http.ReadResponse(bufio.NewReader(conn), nil)
-		if err != nil {
-			t.Fatalf("call %d: %v", i, err)
-		}
-		got, err := io.ReadAll(res.Body)
-		_ = conn.Close()
-		if err != nil || res.StatusCode != http.StatusOK || !bytes.Equal(got, answer) {
-			t.Fatalf("call %d: status %d, %d bytes of %d, %v", i, res.StatusCode, len(got), len(answer), err)
-		}
 	}
 }

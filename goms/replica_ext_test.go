@@ -83,19 +83,30 @@ type serverProcess struct {
 // listens. The test's cleanup kills it if it still runs.
 func startServerProcess(t *testing.T, name string, args ...string) *serverProcess {
 	t.Helper()
-	stderr, err := os.Create(filepath.Join(t.TempDir(), name+".stderr"))
+	p, err := tryStartServerProcess(t, name, args...)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return p
+}
+
+// tryStartServerProcess is startServerProcess, returning an error when the
+// process does not start listening.
+func tryStartServerProcess(t *testing.T, name string, args ...string) (*serverProcess, error) {
+	t.Helper()
+	stderr, err := os.CreateTemp(t.TempDir(), name+"-*.stderr")
+	if err != nil {
+		return nil, err
 	}
 	defer stderr.Close()
 	cmd := exec.Command(serverBinary(t), args...)
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", name, err)
+		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
 	p := &serverProcess{name: name, cmd: cmd, stderr: stderr.Name(), done: make(chan struct{})}
 	t.Cleanup(func() {
@@ -124,9 +135,9 @@ func startServerProcess(t *testing.T, name string, args ...string) *serverProces
 	}()
 	if err := json.Unmarshal(addrs, &p.addrs); err != nil {
 		<-p.done
-		t.Fatalf("%s printed %q, not its addresses (%v); its standard error:\n%s", name, addrs, err, p.stderrText(t))
+		return nil, fmt.Errorf("%s printed %q, not its addresses (%v); its standard error:\n%s", name, addrs, err, p.stderrText(t))
 	}
-	return p
+	return p, nil
 }
 
 func (p *serverProcess) url(listener string) string { return "http://" + p.addrs[listener] }

@@ -245,21 +245,25 @@ func New(cfg Config) (*Server, error) {
 	s.offered = make(map[string]bool)
 	names := make(map[string]bool)
 	for _, rc := range cfg.Remotes {
-		r, err := newRemote(s, rc)
-		if err != nil {
-			return nil, err
-		}
 		if names[rc.Name] {
+			s.closeRemotes()
 			return nil, fmt.Errorf("goms: remote %q: name used twice", rc.Name)
 		}
 		if _, dup := s.remotes[rc.Service]; dup {
+			s.closeRemotes()
 			return nil, fmt.Errorf("goms: remote %q: service %s already has a remote", rc.Name, rc.Service)
+		}
+		r, err := newRemote(s, rc)
+		if err != nil {
+			s.closeRemotes()
+			return nil, err
 		}
 		names[rc.Name] = true
 		s.remotes[rc.Service] = r
 	}
 	for _, name := range cfg.Reflection.Listeners {
 		if s.listener(name) == nil {
+			s.closeRemotes()
 			return nil, fmt.Errorf("goms: reflection.listeners: unknown listener %q (have %s)", name, s.listenerNames())
 		}
 	}
@@ -505,6 +509,7 @@ func (s *Server) Close() error {
 	if s.stopRemotes != nil {
 		s.stopRemotes()
 	}
+	s.closeRemotes()
 	var errs []error
 	for _, l := range s.listeners {
 		if prev == stateServing || prev == stateShuttingDown {
@@ -514,6 +519,13 @@ func (s *Server) Close() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// closeRemotes closes the clients of the remotes.
+func (s *Server) closeRemotes() {
+	for _, r := range s.remotes {
+		r.close()
+	}
 }
 
 // setServing reports every mounted service SERVING, except those given

@@ -9,6 +9,13 @@
 // "admin": …}, and it stops gracefully on SIGTERM or SIGINT, exiting 0
 // when the shutdown went through. With -access-log it writes one JSON
 // record per call on standard error.
+//
+// For the fault tests: -grpc-addr fixes the grpc listener's address (to
+// restart on it); -no-service runs without the service, as a bad deploy
+// would; -edge exposes the service of the given endpoints instead of
+// serving it; and POST /fault?mode=M on the admin listener makes every
+// call of the service from then on slow (200ms more), fail with
+// unavailable or internal, or behave again (none).
 package main
 
 import (
@@ -16,8 +23,12 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"errors"
 	"log/slog"
+	"net/http"
 	"os"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -35,6 +46,10 @@ func main() {
 	flag.DurationVar(&cfg.IdleTimeout, "idle-timeout", 0, "goms.Config.IdleTimeout (0: goms's default)")
 	createDelay := flag.Duration("create-delay", 0, "how long each Create call takes, so that calls are in flight when the server stops")
 	accessLog := flag.Bool("access-log", false, "write one JSON record per call on standard error")
+	grpcAddr := flag.String("grpc-addr", "127.0.0.1:0", "address of the grpc listener")
+	noService := flag.Bool("no-service", false, "serve no service, as a bad deploy would")
+	edge := flag.String("edge", "", "comma-separated endpoints whose GoMsService the grpc and http listeners expose, instead of serving it")
+	flag.DurationVar(&cfg.DrainDelay, "drain-delay", 0, "goms.Config.DrainDelay")
 	flag.Parse()
 
 	level := slog.LevelDebug
@@ -44,18 +59,24 @@ func main() {
 	cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	cfg.Log.AccessLevel = &level
 	cfg.Listeners = []goms.Listener{
-		{Name: "grpc", Addr: "127.0.0.1:0", Mode: goms.ModeGRPC, Engine: goms.EngineGRPC},
+		{Name: "grpc", Addr: *grpcAddr, Mode: goms.ModeGRPC, Engine: goms.EngineGRPC},
 		{Name: "grpc-nethttp", Addr: "127.0.0.1:0", Mode: goms.ModeGRPC, Engine: goms.EngineNetHTTP},
 		{Name: "http", Addr: "127.0.0.1:0", Mode: goms.ModeHTTP},
 	}
 	cfg.Admin = goms.Admin{Addr: "127.0.0.1:0", Pprof: true}
-	if err := run(cfg, *createDelay); err != nil {
+	if *edge != "" {
+		cfg.Remotes = []goms.Remote{{
+			Name: "goms", Service: gomsv1connect.GoMsServiceName,
+			Targets: strings.Split(*edge, ","), Expose: []string{"grpc", "http"},
+		}}
+	}
+	if err := run(cfg, *createDelay, *noService); err != nil {
 		cfg.Logger.Error("server", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(cfg goms.Config, createDelay time.Duration) error {
+func run(cfg goms.Config, createDelay time.Duration, noService bool) error {
 	ctx, stop := goms.SignalContext(context.Background())
 	defer stop()
 	srv, err := goms.New(cfg)
@@ -63,7 +84,14 @@ func run(cfg goms.Config, createDelay time.Duration) error {
 		return err
 	}
 	svc := &delayedService{Service: gomsservice.New(), delay: createDelay}
-	if err := srv.Mount(gomsv1connect.NewGoMsServiceHandler(svc, srv.HandlerOptions()...)); err != nil {
+	var f fault
+	if !noService {
+		opts := append(srv.HandlerOptions(), connect.WithInterceptors(&f))
+		if err := srv.Mount(gomsv1connect.NewGoMsServiceHandler(svc, opts...)); err != nil {
+			return err
+		}
+	}
+	if err := srv.MountOn([]string{goms.AdminListenerName}, "/fault", &f); err != nil {
 		return err
 	}
 	if err := srv.Listen(); err != nil {
@@ -98,4 +126,58 @@ func (s *delayedService) Create(ctx context.Context, req *connect.Request[gomsv1
 		}
 	}
 	return s.Service.Create(ctx, req)
+}
+
+// fault is what the admin route /fault makes the service's calls do.
+type fault struct{ mode atomic.Value }
+
+func (f *fault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch mode := r.URL.Query().Get("mode"); mode {
+	case "none", "slow", "unavailable", "internal":
+		f.mode.Store(mode)
+	default:
+		http.Error(w, "mode: none, slow, unavailable or internal", http.StatusBadRequest)
+	}
+}
+
+// apply delays or fails a call as the mode says.
+func (f *fault) apply(ctx context.Context) error {
+	mode, _ := f.mode.Load().(string)
+	switch mode {
+	case "slow":
+		t := time.NewTimer(200 * time.Millisecond)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	case "unavailable":
+		return connect.NewError(connect.CodeUnavailable, errors.New("fault: unavailable"))
+	case "internal":
+		return connect.NewError(connect.CodeInternal, errors.New("fault: internal"))
+	}
+	return nil
+}
+
+func (f *fault) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		if err := f.apply(ctx); err != nil {
+			return nil, err
+		}
+		return next(ctx, req)
+	}
+}
+
+func (f *fault) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (f *fault) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		if err := f.apply(ctx); err != nil {
+			return err
+		}
+		return next(ctx, conn)
+	}
 }

@@ -1,0 +1,414 @@
+package goms
+
+import (
+	"context"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/attributes"
+	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/balancer/base"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/status"
+)
+
+// The resolver and the balancer of remote services plug into grpc-go's
+// ClientConn, which keeps the connections, reconnects with backoff, runs
+// the health checks of each endpoint and retries calls.
+//
+// The resolver resolves every target of a Remote, names again every
+// Remote.ResolveInterval (grpc-go's own DNS resolver only resolves again
+// when a connection fails, so new Kubernetes pods would wait for one).
+//
+// The balancer picks, among the endpoints grpc-go reports ready and healthy,
+// the one with fewer calls in flight of two chosen at random, which keeps
+// slow and stuck endpoints out of picks by itself, and leaves out those
+// that outlier detection ejected. grpc-go's own outlier detection is only
+// registered by its xDS package, which would add 25 MB and the Envoy API to
+// every goms binary.
+
+// resolverScheme is the scheme of the targets goms gives grpc-go; each
+// ClientConn gets its own resolver builder, so nothing is registered
+// globally.
+const resolverScheme = "goms"
+
+// balancerName is the load balancing policy of remote services.
+const balancerName = "goms_least_request"
+
+func init() {
+	balancer.Register(base.NewBalancerBuilder(balancerName, pickerBuilder{}, base.Config{HealthCheck: true}))
+}
+
+// targetResolver is the resolver.Builder and resolver.Resolver of one
+// remote.
+type targetResolver struct {
+	r   *remote
+	now chan struct{}
+}
+
+func (t *targetResolver) Scheme() string { return resolverScheme }
+
+func (t *targetResolver) Build(_ resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	res := &runningResolver{t: t, cc: cc, cancel: cancel, now: make(chan struct{}, 1), resolved: make(map[string][]string)}
+	go res.run(ctx)
+	return res, nil
+}
+
+type runningResolver struct {
+	t        *targetResolver
+	cc       resolver.ClientConn
+	cancel   context.CancelFunc
+	now      chan struct{}
+	resolved map[string][]string // by target: kept when a lookup fails
+}
+
+// ResolveNow asks for a resolution; grpc-go calls it when a connection
+// fails.
+func (res *runningResolver) ResolveNow(resolver.ResolveNowOptions) {
+	select {
+	case res.now <- struct{}{}:
+	default:
+	}
+}
+
+func (res *runningResolver) Close() { res.cancel() }
+
+// minResolveGap bounds how often connection failures make the resolver
+// look names up.
+const minResolveGap = time.Second
+
+func (res *runningResolver) run(ctx context.Context) {
+	r := res.t.r
+	t := time.NewTicker(r.ResolveInterval)
+	defer t.Stop()
+	for {
+		res.resolve(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-res.now:
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(minResolveGap):
+			}
+		}
+	}
+}
+
+func (res *runningResolver) resolve(ctx context.Context) {
+	r := res.t.r
+	var addrs []resolver.Address
+	var lastErr error
+	for _, target := range r.Targets {
+		host, port, _ := net.SplitHostPort(strings.TrimPrefix(target, "dns:///"))
+		var hostAddrs []string
+		if net.ParseIP(host) != nil {
+			hostAddrs = []string{net.JoinHostPort(host, port)}
+		} else {
+			lctx, cancel := context.WithTimeout(ctx, dialTimeout)
+			ips, err := net.DefaultResolver.LookupHost(lctx, host)
+			cancel()
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				r.s.logger.Warn("goms: resolving remote target", "remote", r.Name, "target", target, "err", err)
+				lastErr = err
+				hostAddrs = res.resolved[target]
+			} else {
+				for _, ip := range ips {
+					hostAddrs = append(hostAddrs, net.JoinHostPort(ip, port))
+				}
+				slices.Sort(hostAddrs)
+				res.resolved[target] = hostAddrs
+			}
+		}
+		for _, a := range hostAddrs {
+			addrs = append(addrs, resolver.Address{
+				Addr:       a,
+				ServerName: host,
+				Attributes: attributes.New(remoteKey{}, r),
+			})
+		}
+	}
+	if len(addrs) == 0 && lastErr != nil {
+		res.cc.ReportError(lastErr)
+		return
+	}
+	slices.SortFunc(addrs, func(a, b resolver.Address) int { return strings.Compare(a.Addr, b.Addr) })
+	addrs = slices.CompactFunc(addrs, func(a, b resolver.Address) bool { return a.Addr == b.Addr })
+	r.endpoints.keep(addrs)
+	_ = res.cc.UpdateState(resolver.State{Addresses: addrs})
+}
+
+// remoteKey is the attribute key of the remote an address belongs to.
+type remoteKey struct{}
+
+// endpointTable holds what the balancer knows of each address of a remote
+// across pickers: calls in flight, failures, ejection.
+type endpointTable struct {
+	r  *remote
+	mu sync.Mutex
+	m  map[string]*endpointState
+}
+
+func (t *endpointTable) get(addr string) *endpointState {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ep, ok := t.m[addr]
+	if !ok {
+		ep = &endpointState{addr: addr}
+		t.m[addr] = ep
+	}
+	return ep
+}
+
+// keep forgets the addresses resolution removed.
+func (t *endpointTable) keep(addrs []resolver.Address) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for a := range t.m {
+		if !slices.ContainsFunc(addrs, func(x resolver.Address) bool { return x.Addr == a }) {
+			delete(t.m, a)
+		}
+	}
+}
+
+func (t *endpointTable) all() []*endpointState {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]*endpointState, 0, len(t.m))
+	for _, ep := range t.m {
+		out = append(out, ep)
+	}
+	slices.SortFunc(out, func(a, b *endpointState) int { return strings.Compare(a.addr, b.addr) })
+	return out
+}
+
+// Outlier detection: an endpoint whose calls fail consecutiveFailures
+// times in a row, or at failureRate or more of at least failureMinCalls
+// calls in a failureWindow, is left out of picks for an ejection time that
+// starts at baseEjection and doubles with each ejection in a row, up to
+// maxEjection. One failure right after it returns ejects it again; a
+// success resets the count. At most half of the endpoints are ejected at a
+// time: when every endpoint fails, the calls say why instead.
+const (
+	consecutiveFailures = 5
+	failureRate         = 0.5
+	failureMinCalls     = 20
+	failureWindow       = 5 * time.Second
+	baseEjection        = time.Second
+	maxEjection         = 30 * time.Second
+)
+
+// endpointState is one address's record.
+type endpointState struct {
+	addr     string
+	inFlight atomic.Int64
+	// ready is set while grpc-go reports the endpoint connected and
+	// healthy.
+	ready atomic.Bool
+	// ejectedUntil is a UnixNano time; zero when not ejected.
+	ejectedUntil atomic.Int64
+
+	mu          sync.Mutex
+	consecutive int
+	ejections   int // in a row
+	windowStart time.Time
+	calls, fail int
+	returned    bool // back from an ejection, no success yet
+	latency     time.Duration
+}
+
+func (ep *endpointState) ejected(now int64) bool {
+	until := ep.ejectedUntil.Load()
+	return until != 0 && now < until
+}
+
+// done records the outcome of a call on the endpoint and says whether it
+// ejects the endpoint now.
+func (ep *endpointState) done(t *endpointTable, err error, took time.Duration) {
+	ep.inFlight.Add(-1)
+	code := status.Code(err)
+	if code == codes.Canceled {
+		return // the caller gave up, or a hedge won
+	}
+	failed := err != nil && endpointFailure(code) && code != codes.ResourceExhausted
+	now := time.Now()
+	ep.mu.Lock()
+	if ep.latency == 0 {
+		ep.latency = took
+	} else {
+		ep.latency = (ep.latency*7 + took) / 8
+	}
+	if now.Sub(ep.windowStart) > failureWindow {
+		ep.windowStart, ep.calls, ep.fail = now, 0, 0
+	}
+	ep.calls++
+	if !failed {
+		ep.consecutive = 0
+		if ep.returned {
+			ep.returned, ep.ejections = false, 0
+			ep.mu.Unlock()
+			t.r.s.logger.Info("goms: remote endpoint is healthy again", "remote", t.r.Name, "endpoint", ep.addr)
+			return
+		}
+		ep.mu.Unlock()
+		return
+	}
+	ep.fail++
+	ep.consecutive++
+	eject := ep.consecutive >= consecutiveFailures || ep.returned ||
+		ep.calls >= failureMinCalls && float64(ep.fail) >= failureRate*float64(ep.calls)
+	if !eject || ep.ejected(now.UnixNano()) || !t.mayEject(ep) {
+		ep.mu.Unlock()
+		return
+	}
+	d := min(baseEjection<<min(ep.ejections, 5), maxEjection)
+	ep.ejections++
+	ep.ejectedUntil.Store(now.Add(d).UnixNano())
+	ep.consecutive, ep.calls, ep.fail, ep.windowStart, ep.returned = 0, 0, 0, now, true
+	ep.mu.Unlock()
+	t.r.stats.ejections.Add(1)
+	t.r.s.logger.Info("goms: remote endpoint ejected", "remote", t.r.Name, "endpoint", ep.addr, "for", d, "err", err)
+}
+
+// mayEject tells whether one more endpoint may be ejected: at most half of
+// them are at a time.
+func (t *endpointTable) mayEject(ep *endpointState) bool {
+	now := time.Now().UnixNano()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ejected := 0
+	for _, other := range t.m {
+		if other != ep && other.ejected(now) {
+			ejected++
+		}
+	}
+	return 2*(ejected+1) <= len(t.m)
+}
+
+// pickerBuilder builds the picker of the ready endpoints.
+type pickerBuilder struct{}
+
+func (pickerBuilder) Build(info base.PickerBuildInfo) balancer.Picker {
+	p := &picker{}
+	for sc, sci := range info.ReadySCs {
+		r, _ := sci.Address.Attributes.Value(remoteKey{}).(*remote)
+		if r == nil {
+			continue
+		}
+		p.table = &r.endpoints
+		p.eps = append(p.eps, pickable{sc: sc, ep: r.endpoints.get(sci.Address.Addr)})
+	}
+	if p.table == nil {
+		return base.NewErrPicker(balancer.ErrNoSubConnAvailable)
+	}
+	for _, ep := range p.table.all() {
+		ep.ready.Store(slices.ContainsFunc(p.eps, func(e pickable) bool { return e.ep == ep }))
+	}
+	return p
+}
+
+type pickable struct {
+	sc balancer.SubConn
+	ep *endpointState
+}
+
+type picker struct {
+	table *endpointTable
+	eps   []pickable
+}
+
+// Pick chooses the endpoint with fewer calls in flight of two taken at
+// random among those not ejected and not avoided by the call; when none is
+// left, among all.
+func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
+	now := time.Now().UnixNano()
+	hint, _ := info.Ctx.Value(pickHintKey{}).(*pickHint)
+	var avoid string
+	if hint != nil {
+		avoid = hint.avoid
+	}
+	var chosen *pickable
+	for pass := 0; pass < 2 && chosen == nil; pass++ {
+		var a, b *pickable
+		n := 0
+		for i := range p.eps {
+			e := &p.eps[i]
+			if pass == 0 && (e.ep.ejected(now) || e.ep.addr == avoid) {
+				continue
+			}
+			// Reservoir sampling of two.
+			n++
+			switch {
+			case n == 1:
+				a = e
+			case n == 2:
+				b = e
+			default:
+				if j := rand.IntN(n); j == 0 {
+					a = e
+				} else if j == 1 {
+					b = e
+				}
+			}
+		}
+		switch {
+		case a == nil:
+		case b == nil || a.ep.inFlight.Load() < b.ep.inFlight.Load():
+			chosen = a
+		case b.ep.inFlight.Load() < a.ep.inFlight.Load():
+			chosen = b
+		case rand.IntN(2) == 0:
+			chosen = a
+		default:
+			chosen = b
+		}
+	}
+	ep := chosen.ep
+	ep.inFlight.Add(1)
+	if hint != nil {
+		hint.set(ep.addr)
+	}
+	p.table.r.stats.attempts.Add(1)
+	start := time.Now()
+	return balancer.PickResult{SubConn: chosen.sc, Done: func(d balancer.DoneInfo) {
+		ep.done(p.table, d.Err, time.Since(start))
+	}}, nil
+}
+
+// pickHint carries, through a call's context, the endpoint a hedged call's
+// first attempt went to, so that the second goes elsewhere.
+type pickHint struct {
+	mu     sync.Mutex
+	avoid  string // read by the picker
+	chosen string // set by the picker
+}
+
+type pickHintKey struct{}
+
+func withPickHint(ctx context.Context, h *pickHint) context.Context {
+	return context.WithValue(ctx, pickHintKey{}, h)
+}
+
+func (h *pickHint) set(addr string) {
+	h.mu.Lock()
+	h.chosen = addr
+	h.mu.Unlock()
+}
+
+func (h *pickHint) picked() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.chosen
+}
