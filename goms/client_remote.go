@@ -131,17 +131,17 @@ const (
 // remote is a configured Remote at run time.
 type remote struct {
 	Remote
-	s         *Server
+	s *Server
 	// dialOptions make cc, which conn makes at the first call.
 	dialOptions []grpc.DialOption
 	ccMu        sync.Mutex
 	cc          *grpc.ClientConn
 	closed      bool
-	methods   map[string]*remoteMethod // by procedure
-	endpoints endpointTable
-	throttle  throttle
-	budget    retryBudget
-	stats     remoteStats
+	methods     map[string]*remoteMethod // by procedure
+	endpoints   endpointTable
+	throttle    throttle
+	budget      retryBudget
+	stats       remoteStats
 	// client serves Server.Client's calls: the bridge handlers without
 	// the server's interceptors.
 	client map[string]http.Handler

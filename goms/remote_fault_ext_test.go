@@ -143,13 +143,13 @@ func TestRemoteFaults(t *testing.T) {
 	}
 
 	type result struct {
-		name                 string
-		sent                 map[string]int
-		failed               map[string]int
-		p99                  map[string]time.Duration
-		attemptsPerCall      float64
-		hedges, throttled    int64
-		firstErrs            map[string]string
+		name              string
+		sent              map[string]int
+		failed            map[string]int
+		p99               map[string]time.Duration
+		attemptsPerCall   float64
+		hedges, throttled int64
+		firstErrs         map[string]string
 	}
 	var results []result
 	var created atomic.Int64 // names of created items, unique across phases

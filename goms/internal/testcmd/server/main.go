@@ -21,9 +21,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
-	"errors"
 	"log/slog"
 	"net/http"
 	"os"
