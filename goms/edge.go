@@ -18,7 +18,7 @@ func (s *Server) exposeRemotes() error {
 		if len(r.Expose) == 0 {
 			continue
 		}
-		path, edge := "/"+r.Service+"/", r.edgeHandler(s.handlerOpts)
+		path, edge := "/"+r.Service+"/", r.edgeHandler(s.edgeHandlerOpts)
 		for _, name := range r.Expose {
 			l := s.listener(name)
 			if l == nil {

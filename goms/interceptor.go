@@ -191,6 +191,9 @@ func quoteAll(names []string) string {
 // reused after that.
 type dispatchInterceptor struct {
 	s *Server
+	// edge leaves out the validation of messages, which an edge forwards
+	// as bytes: the remote validates them.
+	edge bool
 }
 
 func (d dispatchInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
@@ -199,7 +202,7 @@ func (d dispatchInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 		once.Do(func() {
 			chain = next
-			for _, ic := range d.s.interceptorsFor(req.Spec().Procedure) {
+			for _, ic := range d.s.interceptorsFor(req.Spec().Procedure, d.edge) {
 				chain = ic.WrapUnary(chain)
 			}
 		})
@@ -220,7 +223,7 @@ func (d dispatchInterceptor) WrapStreamingHandler(next connect.StreamingHandlerF
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
 		once.Do(func() {
 			chain = next
-			for _, ic := range d.s.interceptorsFor(conn.Spec().Procedure) {
+			for _, ic := range d.s.interceptorsFor(conn.Spec().Procedure, d.edge) {
 				chain = ic.WrapStreamingHandler(chain)
 			}
 		})
@@ -233,11 +236,14 @@ func (d dispatchInterceptor) WrapStreamingHandler(next connect.StreamingHandlerF
 
 // interceptorsFor returns a procedure's interceptors innermost first, the
 // order in which to wrap a handler.
-func (s *Server) interceptorsFor(procedure string) []connect.Interceptor {
+func (s *Server) interceptorsFor(procedure string, edge bool) []connect.Interceptor {
 	names := s.chains.names(procedure)
-	out := make([]connect.Interceptor, len(names))
-	for i, name := range names {
-		out[len(names)-1-i] = s.chains.named[name]
+	out := make([]connect.Interceptor, 0, len(names))
+	for i := len(names) - 1; i >= 0; i-- {
+		if edge && names[i] == InterceptorValidate {
+			continue
+		}
+		out = append(out, s.chains.named[names[i]])
 	}
 	return out
 }
@@ -283,6 +289,8 @@ func (s *Server) initInterceptors() error {
 		connect.WithCompressMinBytes(compressMinBytes),
 		connect.WithInterceptors(drainInterceptor{}, dispatchInterceptor{s: s}),
 	}
+	s.edgeHandlerOpts = slices.Clone(s.handlerOpts)
+	s.edgeHandlerOpts[len(s.edgeHandlerOpts)-1] = connect.WithInterceptors(drainInterceptor{}, dispatchInterceptor{s: s, edge: true})
 	// Propagation runs innermost on the client side, after tracing and
 	// metrics have seen the call.
 	clientInterceptors = append(clientInterceptors, propagateInterceptor{headers: s.cfg.Propagate})

@@ -202,7 +202,7 @@ func (t *endpointTable) all() []*endpointState {
 // success resets the count. At most half of the endpoints are ejected at a
 // time: when every endpoint fails, the calls say why instead.
 const (
-	consecutiveFailures = 5
+	consecutiveFailures = 3
 	failureRate         = 0.5
 	failureMinCalls     = 20
 	failureWindow       = 5 * time.Second

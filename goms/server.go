@@ -161,14 +161,16 @@ type Server struct {
 	logger      *slog.Logger
 	listeners   []*listener
 	handlerOpts []connect.HandlerOption
-	clientOpts  []connect.ClientOption
-	chains      *chains
-	remotes     map[string]*remote // by service
-	offered     map[string]bool    // services the program mounted or offered to
-	stopRemotes context.CancelFunc
-	auth        *authInterceptor // nil unless Config.Auth is on
-	health      *grpchealth.StaticChecker
-	ready       atomic.Bool
+	// edgeHandlerOpts are handlerOpts for the handlers of exposed remotes.
+	edgeHandlerOpts []connect.HandlerOption
+	clientOpts      []connect.ClientOption
+	chains          *chains
+	remotes         map[string]*remote // by service
+	offered         map[string]bool    // services the program mounted or offered to
+	stopRemotes     context.CancelFunc
+	auth            *authInterceptor // nil unless Config.Auth is on
+	health          *grpchealth.StaticChecker
+	ready           atomic.Bool
 	// inProcess routes the in-process calls of Client by procedure path;
 	// set by Listen.
 	inProcess atomic.Pointer[map[string]inProcessRoute]
