@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	_ "google.golang.org/grpc/health" // client-side health checks of endpoints
@@ -137,6 +138,7 @@ type remote struct {
 	ccMu        sync.Mutex
 	cc          *grpc.ClientConn
 	closed      bool
+	lastReset   atomic.Int64             // UnixNano of the last ResetConnectBackoff
 	methods     map[string]*remoteMethod // by procedure
 	endpoints   endpointTable
 	throttle    throttle
@@ -216,6 +218,30 @@ func (r *remote) conn() (*grpc.ClientConn, error) {
 		r.cc = cc
 	}
 	return r.cc, nil
+}
+
+// readyWait bounds how long a call waits for a connection when no
+// endpoint is connected: long enough to connect to an endpoint that has
+// just come back, short enough to fail at once when none is up.
+const readyWait = 300 * time.Millisecond
+
+// awaitReady waits up to readyWait for a connected endpoint when none is,
+// after asking grpc-go to try every endpoint again at once rather than
+// after its backoff (at most once every readyWait).
+func (r *remote) awaitReady(ctx context.Context, cc *grpc.ClientConn) {
+	st := cc.GetState()
+	if st == connectivity.Ready {
+		return
+	}
+	now := time.Now().UnixNano()
+	if last := r.lastReset.Load(); now-last > int64(readyWait) && r.lastReset.CompareAndSwap(last, now) {
+		cc.ResetConnectBackoff()
+	}
+	ctx, cancel := context.WithTimeout(ctx, readyWait)
+	defer cancel()
+	for st != connectivity.Ready && cc.WaitForStateChange(ctx, st) {
+		st = cc.GetState()
+	}
 }
 
 // close closes the remote's connections; later calls fail.

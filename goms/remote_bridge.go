@@ -144,6 +144,7 @@ func (b bridgeCall) start(ctx context.Context, header http.Header) (context.Cont
 		b.r.stats.throttled.Add(1)
 		return nil, nil, nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("goms: service %s (remote %q): %w", b.r.Service, b.r.Name, err))
 	}
+	b.r.awaitReady(ctx, cc)
 	b.r.stats.calls.Add(1)
 	b.r.budget.earn()
 	ctx, cancel := b.m.deadline(ctx)
