@@ -77,6 +77,10 @@ fuzz: ## Fuzz each target of goms/ briefly, on top of its committed corpus
 		echo "fuzz: $$name: $$budget runs in $$(( $$(date +%s) - start ))s"; \
 	done
 
+.PHONY: faults
+faults: ## Fault matrix of remote calls with real processes, 8s a phase (make test runs it with 2s phases)
+	GOMS_FAULT_PHASE=8s $(GO) test -count=1 -run '^TestRemoteFaults$$' -v ./goms/
+
 .PHONY: soak
 soak: ## Load a goms server process with every protocol for 60s: zero errors, flat RSS and goroutines (TestSoak)
 	GOMS_SOAK=60s $(GO) test $(TESTFLAGS) -run '^TestSoak$$' -v ./goms/
@@ -219,8 +223,13 @@ tidy: ## go mod tidy for both modules
 # generators and grpc-gateway stay out of goms's dependencies). It needs two
 # CPUs: servers are bound to CPU 0, the load client to CPU 1.
 .PHONY: bench
-bench: ## Load benchmark vs connect-go, grpc-go, grpc-gateway (~18 min); writes docs/benchmarks.md
+bench: ## Load benchmark vs connect-go, grpc-go, grpc-gateway (~18 min); writes docs/benchmarks.md; then the service-to-service hop
 	cd bench && $(GO) run ./cmd/bench -out ../docs/benchmarks.md
+	$(MAKE) --no-print-directory bench-hop
+
+.PHONY: bench-hop
+bench-hop: ## CPU per service-to-service call: goms → goms (remote, grpc engine) vs grpc-go → grpc-go and connect-go → connect-go
+	cd bench && $(GO) test -run '^$$' -bench BenchmarkHop -benchtime 20000x -count 5 ./hop
 
 .PHONY: bench-quick
 bench-quick: ## Check that every benchmark server answers each of its protocols (~15 s + builds; no timings)

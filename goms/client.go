@@ -26,16 +26,13 @@ import (
 //
 // A service mounted on this server is called in-process: no socket, no
 // HTTP/2 framing, but the same handler, interceptors, deadlines and errors
-// as a call over the network. A service of Config.Remotes is called over
-// kept-alive HTTP/2 connections to its endpoints, dialled when Serve
-// starts, balanced by the power of two choices on calls in flight; an
-// endpoint that refuses connections is left out for a growing backoff, a
-// call that never reached a server is sent once more to another endpoint,
-// and one that may have is sent again only if its method is idempotent.
-// When no endpoint is reachable the call fails at once with
-// CodeUnavailable, naming the service; so does a call to a service that
-// is neither mounted nor remote. The client may be created before the
-// service is mounted.
+// as a call over the network. A service of Config.Remotes is called through
+// grpc-go's client, as Remote describes: health-checked endpoints, balanced
+// by calls in flight, outlier detection, retries, hedging, deadlines and
+// adaptive throttling. When no endpoint is reachable the call fails with
+// CodeUnavailable, naming the service; so does a call to a service that is
+// neither mounted nor remote. The client may be created before the service
+// is mounted.
 func (s *Server) Client(service string) (connect.HTTPClient, string) {
 	return inProcessClient{s: s, service: service}, "http://" + service
 }

@@ -173,7 +173,11 @@ func newRemote(s *Server, rc Remote) (*remote, error) {
 	r.endpoints = endpointTable{r: r, m: make(map[string]*endpointState)}
 	r.budget.ratio = r.RetryBudget
 	for p, m := range r.methods {
-		r.client[p] = r.bridgeHandler(m, []connect.HandlerOption{connect.WithReadMaxBytes(s.cfg.MaxMessageBytes)})
+		h := r.bridgeHandler(m, []connect.HandlerOption{connect.WithReadMaxBytes(s.cfg.MaxMessageBytes)})
+		if !m.desc.IsStreamingClient() && !m.desc.IsStreamingServer() {
+			h = r.unaryHandler(m, h)
+		}
+		r.client[p] = h
 	}
 	creds := insecure.NewCredentials()
 	tlsConfig, err := rc.tlsConfig()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -198,51 +199,71 @@ func (b bridgeCall) unary(ctx context.Context, req *connect.Request[rawFrame]) (
 // hedge sends a side-effect-free call, and a second attempt to another
 // endpoint when the first has not answered after the method's hedge delay
 // and the retry budget allows it. The first answer that is not a failure
-// of its endpoint wins; the other attempt is cancelled.
+// of its endpoint wins; the other attempt is cancelled. The first attempt
+// runs on the caller's goroutine: most calls answer before the delay and
+// never start another.
 func (b bridgeCall) hedge(ctx context.Context, cc *grpc.ClientConn, msg *rawFrame) (*rawFrame, metadata.MD, metadata.MD, error) {
 	type result struct {
 		res             *rawFrame
 		header, trailer metadata.MD
 		err             error
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	results := make(chan result, 2)
-	var first pickHint
-	attempt := func(hint *pickHint) {
-		r := result{res: new(rawFrame)}
+	invoke := func(ctx context.Context, r *result) {
+		r.res = new(rawFrame)
 		start := time.Now()
-		r.err = cc.Invoke(withPickHint(ctx, hint), b.m.procedure, msg, r.res, b.callOptions(msg.json, &r.header, &r.trailer)...)
+		r.err = cc.Invoke(ctx, b.m.procedure, msg, r.res, b.callOptions(msg.json, &r.header, &r.trailer)...)
 		if r.err == nil {
 			b.m.latency.add(time.Since(start))
 		}
-		results <- r
 	}
-	go attempt(&first)
-	timer := time.NewTimer(b.m.hedgeDelay())
-	defer timer.Stop()
-	pending, hedged := 1, false
-	var last result
-	for pending > 0 {
-		select {
-		case <-timer.C:
-			if hedged || !b.r.budget.take() {
-				continue
-			}
-			hedged = true
-			pending++
-			b.r.stats.hedges.Add(1)
-			go attempt(&pickHint{avoid: first.picked()})
-		case r := <-results:
-			pending--
-			last = r
-			if r.err == nil || !endpointFailure(status.Code(r.err)) || pending == 0 {
-				return r.res, r.header, r.trailer, r.err
-			}
-			// The endpoint failed: the other attempt may still answer.
+	firstCtx, cancelFirst := context.WithCancel(ctx)
+	defer cancelFirst()
+	hint := &pickHint{}
+	var second struct {
+		sync.Mutex
+		started bool
+		done    chan result
+		cancel  context.CancelFunc
+	}
+	timer := time.AfterFunc(b.m.hedgeDelay(), func() {
+		second.Lock()
+		defer second.Unlock()
+		if firstCtx.Err() != nil || !b.r.budget.take() {
+			return
 		}
+		b.r.stats.hedges.Add(1)
+		hctx, cancel := context.WithCancel(ctx)
+		second.started, second.done, second.cancel = true, make(chan result, 1), cancel
+		go func() {
+			var r result
+			invoke(withPickHint(hctx, &pickHint{avoid: hint.picked()}), &r)
+			if r.err == nil || !endpointFailure(status.Code(r.err)) {
+				cancelFirst() // it won
+			}
+			second.done <- r
+		}()
+	})
+	var first result
+	invoke(withPickHint(firstCtx, hint), &first)
+	timer.Stop()
+	second.Lock()
+	started, done, cancelSecond := second.started, second.done, second.cancel
+	cancelFirst() // no hedge starts from now on
+	second.Unlock()
+	if !started {
+		return first.res, first.header, first.trailer, first.err
 	}
-	return last.res, last.header, last.trailer, last.err
+	defer cancelSecond()
+	if first.err == nil || !endpointFailure(status.Code(first.err)) && status.Code(first.err) != codes.Canceled {
+		return first.res, first.header, first.trailer, first.err
+	}
+	// The first failed on its endpoint or was cancelled because the hedge
+	// won: the hedge's answer counts.
+	r := <-done
+	if r.err != nil && first.err != nil && status.Code(first.err) != codes.Canceled && ctx.Err() == nil && endpointFailure(status.Code(r.err)) {
+		return first.res, first.header, first.trailer, first.err
+	}
+	return r.res, r.header, r.trailer, r.err
 }
 
 func (b bridgeCall) clientStream(ctx context.Context, stream *connect.ClientStream[rawFrame]) (*connect.Response[rawFrame], error) {
@@ -474,4 +495,72 @@ func kindOf(md protoreflect.MethodDescriptor) string {
 		return "server stream"
 	}
 	return "unary"
+}
+
+// unaryHandler serves Server.Client's unary calls of a remote method.
+// Calls in the Connect protocol, which generated clients speak unless told
+// otherwise, are translated here, straight from the request's bytes to
+// grpc-go and back, without a connect handler in between; other protocols
+// go through the bridge's connect handler.
+func (r *remote) unaryHandler(m *remoteMethod, bridge http.Handler) http.Handler {
+	b := bridgeCall{r: r, m: m}
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		ct := req.Header.Get("Content-Type")
+		json := ct == "application/json"
+		if req.Method != http.MethodPost || (ct != "application/proto" && !json) || req.Header.Get("Content-Encoding") != "" {
+			bridge.ServeHTTP(w, req)
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(req.Body, int64(r.s.cfg.MaxMessageBytes)+1))
+		if err != nil {
+			writeError(w, req, connect.NewError(connect.CodeCanceled, err))
+			return
+		}
+		if len(body) > r.s.cfg.MaxMessageBytes {
+			writeError(w, req, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("goms: request of %s is over the limit of %d bytes", m.procedure, r.s.cfg.MaxMessageBytes)))
+			return
+		}
+		ctx, cc, cancel, err := b.start(req.Context(), req.Header)
+		if err != nil {
+			writeError(w, req, err.(*connect.Error)) //nolint:errorlint // start returns *connect.Error
+			return
+		}
+		defer cancel()
+		msg := &rawFrame{data: body, json: json}
+		var res *rawFrame
+		var header, trailer metadata.MD
+		if m.hedged() {
+			res, header, trailer, err = b.hedge(ctx, cc, msg)
+		} else {
+			res = new(rawFrame)
+			start := time.Now()
+			err = cc.Invoke(ctx, m.procedure, msg, res, b.callOptions(json, &header, &trailer)...)
+			if err == nil {
+				m.latency.add(time.Since(start))
+			}
+		}
+		if err != nil {
+			writeError(w, req, withMetadata(b.end(err), header, trailer).(*connect.Error)) //nolint:errorlint // end returns *connect.Error
+			return
+		}
+		_ = b.end(nil)
+		h := w.Header()
+		copyIncoming(h, header)
+		for k, vs := range trailer {
+			if strings.HasPrefix(k, "grpc-") {
+				continue
+			}
+			tk := "Trailer-" + http.CanonicalHeaderKey(k)
+			if strings.HasSuffix(k, "-bin") {
+				for _, v := range vs {
+					h[tk] = append(h[tk], connect.EncodeBinaryHeader([]byte(v)))
+				}
+				continue
+			}
+			h[tk] = append(h[tk], vs...)
+		}
+		h["Content-Type"] = []string{ct}
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(res.data)
+	})
 }
