@@ -25,7 +25,9 @@ import (
 
 var item = &gomsv1.Item{Id: "0123456789abcdef", Name: "bench"}
 
-type connectItems struct{ gomsv1connect.UnimplementedGoMsServiceHandler }
+type connectItems struct {
+	gomsv1connect.UnimplementedGoMsServiceHandler
+}
 
 func (connectItems) Get(context.Context, *connect.Request[gomsv1.GetRequest]) (*connect.Response[gomsv1.GetResponse], error) {
 	return connect.NewResponse(&gomsv1.GetResponse{Item: item}), nil
