@@ -68,9 +68,10 @@ type Remote struct {
 	// IDEMPOTENT are idempotent already. Calls that never reached a server
 	// are sent again whatever their method.
 	Idempotent []string `yaml:"idempotent"`
-	// Timeout is the deadline of unary calls made without one; the
-	// remaining time of a call with a deadline travels with it. Default
-	// 30s. Streams get none unless Methods gives them one.
+	// Timeout is the deadline of unary calls Server.Client makes without
+	// one; the remaining time of a call with a deadline travels with it.
+	// Default 30s. Streams get none unless Methods gives them one, and an
+	// edge forwards its callers' calls with the deadline they have.
 	Timeout time.Duration `yaml:"timeout"`
 	// MaxTimeout is the longest deadline a unary call may have: longer
 	// ones are cut to it. Default 5m.
@@ -173,7 +174,7 @@ func newRemote(s *Server, rc Remote) (*remote, error) {
 	r.endpoints = endpointTable{r: r, m: make(map[string]*endpointState)}
 	r.budget.ratio = r.RetryBudget
 	for p, m := range r.methods {
-		h := r.bridgeHandler(m, []connect.HandlerOption{connect.WithReadMaxBytes(s.cfg.MaxMessageBytes)})
+		h := r.bridgeHandler(m, false, []connect.HandlerOption{connect.WithReadMaxBytes(s.cfg.MaxMessageBytes)})
 		if !m.desc.IsStreamingClient() && !m.desc.IsStreamingServer() {
 			h = r.unaryHandler(m, h)
 		}
@@ -470,11 +471,12 @@ func (r *remote) run(ctx context.Context) {
 
 func (r *remote) exposedOn(listener string) bool { return slices.Contains(r.Expose, listener) }
 
-// deadline applies the method's default and maximum deadline to a call.
-func (m *remoteMethod) deadline(ctx context.Context) (context.Context, context.CancelFunc) {
+// deadline applies the method's maximum deadline to a call, and its
+// default one unless withDefault is false.
+func (m *remoteMethod) deadline(ctx context.Context, withDefault bool) (context.Context, context.CancelFunc) {
 	d, ok := ctx.Deadline()
 	switch {
-	case !ok && m.timeout > 0:
+	case !ok && withDefault && m.timeout > 0:
 		return context.WithTimeout(ctx, m.timeout)
 	case ok && m.maxTimeout > 0 && time.Until(d) > m.maxTimeout:
 		return context.WithTimeout(ctx, m.maxTimeout)

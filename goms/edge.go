@@ -38,7 +38,7 @@ func (s *Server) exposeRemotes() error {
 func (r *remote) edgeHandler(opts []connect.HandlerOption) http.Handler {
 	byPath := make(map[string]http.Handler, len(r.methods))
 	for p, m := range r.methods {
-		byPath[p] = r.bridgeHandler(m, opts)
+		byPath[p] = r.bridgeHandler(m, true, opts)
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if h, ok := byPath[req.URL.Path]; ok {

@@ -100,15 +100,16 @@ func (c rawGRPCCodec) Unmarshal(data mem.BufferSlice, v any) error {
 
 // bridgeHandler returns the connect handler of one method of r. opts are
 // the handler options (the listener's interceptors on an edge, none for
-// Server.Client).
-func (r *remote) bridgeHandler(m *remoteMethod, opts []connect.HandlerOption) http.Handler {
+// Server.Client). An edge forwards calls without a deadline as they are:
+// only the maximum applies to them.
+func (r *remote) bridgeHandler(m *remoteMethod, edge bool, opts []connect.HandlerOption) http.Handler {
 	opts = append([]connect.HandlerOption{
 		connect.WithCodec(rawConnectCodec{}),
 		connect.WithCodec(rawConnectCodec{json: true}),
 		connect.WithSchema(m.desc),
 		connect.WithIdempotency(m.idempotency()),
 	}, opts...)
-	b := bridgeCall{r: r, m: m}
+	b := bridgeCall{r: r, m: m, edge: edge}
 	switch {
 	case m.desc.IsStreamingClient() && m.desc.IsStreamingServer():
 		return connect.NewBidiStreamHandler(m.procedure, b.bidi, opts...)
@@ -130,8 +131,9 @@ func (m *remoteMethod) idempotency() connect.IdempotencyLevel {
 
 // bridgeCall runs the calls of one method.
 type bridgeCall struct {
-	r *remote
-	m *remoteMethod
+	r    *remote
+	m    *remoteMethod
+	edge bool
 }
 
 // start prepares a call: the throttle's verdict, the deadline, the
@@ -148,7 +150,7 @@ func (b bridgeCall) start(ctx context.Context, header http.Header) (context.Cont
 	b.r.awaitReady(ctx, cc)
 	b.r.stats.calls.Add(1)
 	b.r.budget.earn()
-	ctx, cancel := b.m.deadline(ctx)
+	ctx, cancel := b.m.deadline(ctx, !b.edge)
 	return metadata.NewOutgoingContext(ctx, outgoingMetadata(header)), cc, cancel, nil
 }
 
