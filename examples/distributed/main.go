@@ -52,6 +52,9 @@ func run(configFile string, set []string) error {
 	if err != nil {
 		return err
 	}
+	if err := app.ObserveRemotes(cfg, srv); err != nil {
+		return err
+	}
 	// Every service is mounted; the configuration's services and remotes
 	// decide which run here. The child service reaches the goms service
 	// through srv.Client: in-process when both run here, over gRPC to the

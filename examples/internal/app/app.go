@@ -89,6 +89,17 @@ func Configure(ctx context.Context, cfg *goms.Config) (shutdown func(context.Con
 	return tracing.Shutdown, nil
 }
 
+// ObserveRemotes adds the state of srv's remote services to the metrics
+// plugin that Configure put in cfg.
+func ObserveRemotes(cfg goms.Config, srv *goms.Server) error {
+	for _, p := range cfg.Plugins {
+		if m, ok := p.(*prom.Metrics); ok {
+			return m.ObserveRemotes(srv)
+		}
+	}
+	return nil
+}
+
 // SetFlags collects repeated -set key=value flags, the overrides the
 // example programs pass to goms.LoadConfig.
 type SetFlags []string
