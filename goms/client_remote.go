@@ -128,6 +128,9 @@ const (
 	defaultRetryBudget     = 0.1
 	defaultHedgeDelay      = 100 * time.Millisecond
 	dialTimeout            = 5 * time.Second
+	// maxAnswerBytes bounds one message of a remote's answers, or
+	// Config.MaxMessageBytes when that is larger.
+	maxAnswerBytes = 64 << 20
 )
 
 // remote is a configured Remote at run time.
@@ -172,7 +175,7 @@ func newRemote(s *Server, rc Remote) (*remote, error) {
 		return nil, fmt.Errorf("goms: remote %q: %w", rc.Name, err)
 	}
 	r.endpoints = endpointTable{r: r, m: make(map[string]*endpointState)}
-	r.budget.ratio = r.RetryBudget
+	r.budget.ratio, r.budget.tokens = r.RetryBudget, budgetTokens
 	for p, m := range r.methods {
 		h := r.bridgeHandler(m, false, []connect.HandlerOption{connect.WithReadMaxBytes(s.cfg.MaxMessageBytes)})
 		if !m.desc.IsStreamingClient() && !m.desc.IsStreamingServer() {
@@ -199,7 +202,9 @@ func newRemote(s *Server, rc Remote) (*remote, error) {
 		}),
 		// Pings find connections whose peer vanished without a word.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(s.cfg.MaxMessageBytes), grpc.MaxCallSendMsgSize(s.cfg.MaxMessageBytes)),
+		// Answers are bounded apart from requests: an edge forwards
+		// answers that may be larger than the requests it takes.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(max(s.cfg.MaxMessageBytes, maxAnswerBytes))),
 		grpc.WithUserAgent("goms"),
 		grpc.WithIdleTimeout(0),
 	}
@@ -537,7 +542,7 @@ func (w *latencyWindow) p95() time.Duration { return time.Duration(w.p.Load()) }
 
 // retryBudget lets hedges add at most ratio of the calls: each call earns
 // ratio of a token, each hedge spends one, and at most budgetTokens are
-// kept.
+// kept (the bucket starts full).
 type retryBudget struct {
 	ratio  float64
 	mu     sync.Mutex
@@ -563,8 +568,8 @@ func (b *retryBudget) take() bool {
 }
 
 // throttle is client-side adaptive throttling (Google SRE book, "Handling
-// Overload"): when the remote accepts few of the calls sent, calls fail
-// here, at once, with probability (requests - K·accepts) / (requests + 1)
+// Overload"): when the remote turns down (unavailable, resource_exhausted)
+// most of the calls sent, calls fail here, at once, with probability (requests - K·accepts) / (requests + 1)
 // over the last five seconds, so that a failing remote is not hammered
 // and callers learn at once.
 type throttle struct {
@@ -622,8 +627,11 @@ func (t *throttle) admit() error {
 
 // record counts a sent call, as accepted unless the remote failed it.
 func (t *throttle) record(err error) {
+	// Only unavailable (no connection, a draining or overloaded server)
+	// and resource_exhausted say the remote turned the call down; other
+	// codes are answers.
 	code := status.Code(err)
-	failed := endpointFailure(code) && code != codes.DeadlineExceeded
+	failed := code == codes.Unavailable || code == codes.ResourceExhausted
 	now := time.Now().Unix()
 	t.mu.Lock()
 	b := t.bucket(now)

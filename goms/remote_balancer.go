@@ -217,6 +217,9 @@ type endpointState struct {
 	// ready is set while grpc-go reports the endpoint connected and
 	// healthy.
 	ready atomic.Bool
+	// recent is the moving average latency, in nanoseconds, and recentAt
+	// when a call last updated it (UnixNano).
+	recent, recentAt atomic.Int64
 	// ejectedUntil is a UnixNano time; zero when not ejected.
 	ejectedUntil atomic.Int64
 
@@ -229,6 +232,23 @@ type endpointState struct {
 	latency     time.Duration
 }
 
+// cost ranks an endpoint for picks: its recent latency times its calls in
+// flight plus one, so that a slow endpoint is avoided even by callers that
+// send one call at a time. A latency older than latencyTTL counts as zero:
+// an endpoint that was slow gets a call again now and then, which tells
+// whether it still is.
+func (ep *endpointState) cost(now int64) float64 {
+	lat := ep.recent.Load()
+	if now-ep.recentAt.Load() > int64(latencyTTL) {
+		lat = 0
+	}
+	return float64(lat+1) * float64(ep.inFlight.Load()+1)
+}
+
+// latencyTTL is how long an endpoint's latency counts when it has no newer
+// call.
+const latencyTTL = time.Second
+
 func (ep *endpointState) ejected(now int64) bool {
 	until := ep.ejectedUntil.Load()
 	return until != 0 && now < until
@@ -238,18 +258,23 @@ func (ep *endpointState) ejected(now int64) bool {
 // ejects the endpoint now.
 func (ep *endpointState) done(t *endpointTable, err error, took time.Duration) {
 	ep.inFlight.Add(-1)
-	code := status.Code(err)
-	if code == codes.Canceled {
-		return // the caller gave up, or a hedge won
-	}
-	failed := err != nil && endpointFailure(code) && code != codes.ResourceExhausted
 	now := time.Now()
 	ep.mu.Lock()
-	if ep.latency == 0 {
+	// A cancelled call's time counts too: when a hedge won, it is what
+	// tells that this endpoint was slow.
+	if ep.latency == 0 || now.UnixNano()-ep.recentAt.Load() > int64(latencyTTL) {
 		ep.latency = took
 	} else {
 		ep.latency = (ep.latency*7 + took) / 8
 	}
+	ep.recent.Store(int64(ep.latency))
+	ep.recentAt.Store(now.UnixNano())
+	code := status.Code(err)
+	if code == codes.Canceled {
+		ep.mu.Unlock()
+		return // the caller gave up, or a hedge won: no verdict
+	}
+	failed := err != nil && endpointFailure(code) && code != codes.ResourceExhausted
 	if now.Sub(ep.windowStart) > failureWindow {
 		ep.windowStart, ep.calls, ep.fail = now, 0, 0
 	}
@@ -329,7 +354,7 @@ type picker struct {
 	eps   []pickable
 }
 
-// Pick chooses the endpoint with fewer calls in flight of two taken at
+// Pick chooses the cheaper (endpointState.cost) of two endpoints taken at
 // random among those not ejected and not avoided by the call; when none is
 // left, among all.
 func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
@@ -365,14 +390,20 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		}
 		switch {
 		case a == nil:
-		case b == nil || a.ep.inFlight.Load() < b.ep.inFlight.Load():
-			chosen = a
-		case b.ep.inFlight.Load() < a.ep.inFlight.Load():
-			chosen = b
-		case rand.IntN(2) == 0:
+		case b == nil:
 			chosen = a
 		default:
-			chosen = b
+			ca, cb := a.ep.cost(now), b.ep.cost(now)
+			switch {
+			case ca < cb:
+				chosen = a
+			case cb < ca:
+				chosen = b
+			case rand.IntN(2) == 0:
+				chosen = a
+			default:
+				chosen = b
+			}
 		}
 	}
 	ep := chosen.ep

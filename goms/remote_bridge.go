@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/descriptorpb"
 )
@@ -52,17 +54,31 @@ func (c rawConnectCodec) Marshal(v any) ([]byte, error) {
 	return c.MarshalAppend(nil, v)
 }
 
+// MarshalAppend appends a message's bytes; connect also marshals messages
+// of its own with the codec named "proto" (a gRPC error's status), which
+// are proto messages.
 func (c rawConnectCodec) MarshalAppend(dst []byte, v any) ([]byte, error) {
-	f, ok := v.(*rawFrame)
-	if !ok {
-		return nil, fmt.Errorf("goms: raw codec cannot marshal %T", v)
+	switch m := v.(type) {
+	case *rawFrame:
+		return append(dst, m.data...), nil
+	case proto.Message:
+		if c.json {
+			return protojson.MarshalOptions{}.MarshalAppend(dst, m)
+		}
+		return proto.MarshalOptions{}.MarshalAppend(dst, m)
 	}
-	return append(dst, f.data...), nil
+	return nil, fmt.Errorf("goms: raw codec cannot marshal %T", v)
 }
 
 func (c rawConnectCodec) Unmarshal(data []byte, v any) error {
 	f, ok := v.(*rawFrame)
 	if !ok {
+		if m, ok := v.(proto.Message); ok {
+			if c.json {
+				return protojson.Unmarshal(data, m)
+			}
+			return proto.Unmarshal(data, m)
+		}
 		return fmt.Errorf("goms: raw codec cannot unmarshal into %T", v)
 	}
 	// connect reuses its buffer once Unmarshal returns.
@@ -269,10 +285,12 @@ func (b bridgeCall) hedge(ctx context.Context, cc *grpc.ClientConn, msg *rawFram
 }
 
 func (b bridgeCall) clientStream(ctx context.Context, stream *connect.ClientStream[rawFrame]) (*connect.Response[rawFrame], error) {
-	ctx, cc, cancel, err := b.start(ctx, stream.RequestHeader())
+	ctx, cc, cancelDeadline, err := b.start(ctx, stream.RequestHeader())
 	if err != nil {
 		return nil, err
 	}
+	defer cancelDeadline()
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	json := strings.Contains(stream.RequestHeader().Get("Content-Type"), "json")
 	var header, trailer metadata.MD
@@ -319,10 +337,12 @@ func (b bridgeCall) serverStream(ctx context.Context, req *connect.Request[rawFr
 }
 
 func (b bridgeCall) bidi(ctx context.Context, stream *connect.BidiStream[rawFrame, rawFrame]) error {
-	ctx, cc, cancel, err := b.start(ctx, stream.RequestHeader())
+	ctx, cc, cancelDeadline, err := b.start(ctx, stream.RequestHeader())
 	if err != nil {
 		return err
 	}
+	defer cancelDeadline()
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	json := strings.Contains(stream.RequestHeader().Get("Content-Type"), "json")
 	gs, err := cc.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, b.m.procedure, b.callOptions(json, new(metadata.MD), new(metadata.MD))...)
@@ -338,8 +358,8 @@ func (b bridgeCall) bidi(ctx context.Context, stream *connect.BidiStream[rawFram
 				return
 			}
 			if err != nil {
-				cancel() // the caller's side broke: end the remote call
 				sendErr <- err
+				cancel() // the caller's side broke: end the remote call
 				return
 			}
 			if err := gs.SendMsg(f); err != nil {
@@ -349,10 +369,15 @@ func (b bridgeCall) bidi(ctx context.Context, stream *connect.BidiStream[rawFram
 		}
 	}()
 	err = b.relay(gs, stream.ResponseHeader(), stream.ResponseTrailer(), stream.Send)
-	if err == nil {
-		if serr := <-sendErr; serr != nil && !errors.Is(serr, io.EOF) {
+	// The remote has ended the call. When the caller's side broke first
+	// (a message over the limit), that is the error; a caller still
+	// sending is not waited for: returning ends its side.
+	select {
+	case serr := <-sendErr:
+		if serr != nil && !errors.Is(serr, io.EOF) {
 			return serr
 		}
+	default:
 	}
 	return err
 }

@@ -252,6 +252,11 @@ func TestRemoteMatchesInProcess(t *testing.T) {
 
 func TestRemoteConfigErrors(t *testing.T) {
 	t.Parallel()
+	// remote fills in a valid remote "x" of GoMsService around r's settings.
+	remote := func(r goms.Remote) goms.Remote {
+		r.Name, r.Service, r.Targets = "x", gomsv1connect.GoMsServiceName, []string{"127.0.0.1:1"}
+		return r
+	}
 	base := func(r goms.Remote) goms.Config {
 		return goms.Config{Listeners: []goms.Listener{{Name: "a", Addr: "127.0.0.1:0"}}, Remotes: []goms.Remote{r}}
 	}
@@ -264,6 +269,14 @@ func TestRemoteConfigErrors(t *testing.T) {
 		{"bad service", goms.Remote{Name: "x", Service: "not a service", Targets: []string{"127.0.0.1:1"}}, "fully-qualified"},
 		{"no targets", goms.Remote{Name: "x", Service: "goms.v1.GoMsService"}, "at least one"},
 		{"bad target", goms.Remote{Name: "x", Service: "goms.v1.GoMsService", Targets: []string{"nohostport"}}, `target "nohostport"`},
+		{"service not linked", goms.Remote{Name: "x", Service: "nowhere.v1.Gone", Targets: []string{"127.0.0.1:1"}}, "not linked into this program"},
+		{"unknown method in a rule", remote(goms.Remote{Methods: []goms.RemoteMethod{{Name: "Fetch", Timeout: time.Second}}}), `remote "x": methods[0]: goms.v1.GoMsService has no method "Fetch"`},
+		{"unknown idempotent method", remote(goms.Remote{Idempotent: []string{"Fetch"}}), `idempotent: goms.v1.GoMsService has no method "Fetch"`},
+		{"hedge delay over the deadline", remote(goms.Remote{Methods: []goms.RemoteMethod{{Name: "Get", Timeout: 50 * time.Millisecond, HedgeDelay: 100 * time.Millisecond}}}), "hedge_delay: 100ms for Get is not shorter than its timeout 50ms"},
+		{"hedging a method with side effects", remote(goms.Remote{Methods: []goms.RemoteMethod{{Name: "Create", HedgeDelay: 10 * time.Millisecond}}}), "methods[0] (Create): hedge_delay: the method is not side-effect-free"},
+		{"negative budget", remote(goms.Remote{RetryBudget: -0.1}), "retry_budget: -0.1 is not between 0 and 1"},
+		{"negative timeout", remote(goms.Remote{Timeout: -time.Second}), "timeout: -1s is negative"},
+		{"timeout over the maximum", remote(goms.Remote{Timeout: time.Hour, MaxTimeout: time.Minute}), "timeout: 1h0m0s is longer than max_timeout 1m0s"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()

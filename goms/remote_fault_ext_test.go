@@ -243,10 +243,10 @@ func TestRemoteFaults(t *testing.T) {
 		restart("b")
 	}))
 	waitReady(t, caller.Server, 2)
-	setFault(replicas["a"], "internal")
-	setFault(replicas["b"], "internal")
+	setFault(replicas["a"], "unavailable")
+	setFault(replicas["b"], "unavailable")
 	// Throttling looks at the last 5s: it needs a longer phase to show.
-	allFailing := run("every replica failing (internal)", max(phase, 6*time.Second), nil)
+	allFailing := run("every replica failing (unavailable)", max(phase, 6*time.Second), nil)
 	setFault(replicas["a"], "none")
 	setFault(replicas["b"], "none")
 
