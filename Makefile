@@ -178,6 +178,14 @@ test-web: chromium $(WEB_DEPS) ## Drive the example page (per transport and cros
 	$(GO) build -o bin/gateway ./examples/gateway
 	cd $(WEB) && GOMS_WEB_BIN=bin/web GATEWAY_BIN=bin/gateway node --test --test-concurrency=1 test/
 
+# Through the edge, the Connect unary case of the Timeouts suite (a 200ms
+# deadline on a call the service answers after 1.5s) fails about one run in
+# three: the reference client reads the 504 answer's headers, then its own
+# deadline ends the read of the body, and it reports the empty body as bad
+# error JSON. The answer itself is right (deadline_exceeded, tested in
+# TestEdgeDeadline). It may fail; it need not.
+EDGE_FLAKY := --known-flaky 'Timeouts/**/Protocol:PROTOCOL_CONNECT/**/unary'
+
 .PHONY: conformance
 conformance: ## Run the Connect conformance suite against goms in every listener mode and through the edge proxy
 	@if [ "$$(bin/connectconformance --version 2>/dev/null)" != "connectconformance $(CONFORMANCE_VERSION)" ]; then \
@@ -187,9 +195,10 @@ conformance: ## Run the Connect conformance suite against goms in every listener
 	$(GO) build -o bin/conformance-server ./internal/conformance/server
 	@failed=""; \
 	for run in "gateway:-mode gateway" "gateway:-mode gateway -edge" "http:-mode http" "grpc:-mode grpc" "grpc:-mode grpc -engine grpc"; do \
-		conf="$${run%%:*}"; args="$${run#*:}"; start=$$(date +%s); \
+		conf="$${run%%:*}"; args="$${run#*:}"; start=$$(date +%s); flaky=""; \
+		case "$$args" in *-edge*) flaky="$(EDGE_FLAKY)";; esac; \
 		echo "conformance: conformance/$$conf.yaml, conformance-server $$args"; \
-		if bin/connectconformance --mode server --conf "conformance/$$conf.yaml" $(CONFORMANCE_FLAGS) -- bin/conformance-server $$args; then \
+		if bin/connectconformance --mode server --conf "conformance/$$conf.yaml" $(CONFORMANCE_FLAGS) $$flaky -- bin/conformance-server $$args; then \
 			echo "conformance: $$args passed in $$(( $$(date +%s) - start ))s"; \
 		else \
 			echo "conformance: $$args FAILED in $$(( $$(date +%s) - start ))s"; failed="$$failed [$$args]"; \

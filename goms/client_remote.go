@@ -142,7 +142,6 @@ type remote struct {
 	ccMu        sync.Mutex
 	cc          *grpc.ClientConn
 	closed      bool
-	lastReset   atomic.Int64             // UnixNano of the last ResetConnectBackoff
 	methods     map[string]*remoteMethod // by procedure
 	endpoints   endpointTable
 	throttle    throttle
@@ -197,7 +196,9 @@ func newRemote(s *Server, rc Remote) (*remote, error) {
 		grpc.WithAuthority(rc.Service),
 		grpc.WithDefaultServiceConfig(r.serviceConfig()),
 		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 250 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second},
+			// An endpoint that comes back is connected again within a
+			// second or so.
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
 			MinConnectTimeout: dialTimeout,
 		}),
 		// Pings find connections whose peer vanished without a word.
@@ -231,21 +232,18 @@ func (r *remote) conn() (*grpc.ClientConn, error) {
 }
 
 // readyWait bounds how long a call waits for a connection when no
-// endpoint is connected: long enough to connect to an endpoint that has
-// just come back, short enough to fail at once when none is up.
+// endpoint is connected: long enough for a connection under way to be
+// made, short enough to fail at once when no endpoint is up.
 const readyWait = 300 * time.Millisecond
 
-// awaitReady waits up to readyWait for a connected endpoint when none is,
-// after asking grpc-go to try every endpoint again at once rather than
-// after its backoff (at most once every readyWait).
+// awaitReady waits up to readyWait for a connected endpoint when none is.
+// (grpc-go's ResetConnectBackoff would reconnect at once, but it reads the
+// connection map outside its lock in v1.85: reconnections are bounded by
+// the backoff's 1s maximum instead.)
 func (r *remote) awaitReady(ctx context.Context, cc *grpc.ClientConn) {
 	st := cc.GetState()
 	if st == connectivity.Ready {
 		return
-	}
-	now := time.Now().UnixNano()
-	if last := r.lastReset.Load(); now-last > int64(readyWait) && r.lastReset.CompareAndSwap(last, now) {
-		cc.ResetConnectBackoff()
 	}
 	ctx, cancel := context.WithTimeout(ctx, readyWait)
 	defer cancel()

@@ -1,15 +1,18 @@
 package goms_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/reversTeam/go-ms/examples/services/gomsservice"
@@ -133,5 +136,38 @@ func TestEdgeStreamEndedEarly(t *testing.T) {
 		_ = bidi.CloseRequest()
 		_ = bidi.CloseResponse()
 		cancel()
+	}
+}
+
+// TestEdgeDeadline sends Connect unary calls with a deadline shorter than
+// the remote's answer through the edge, without a client-side deadline of
+// its own: every answer is a whole deadline_exceeded error.
+func TestEdgeDeadline(t *testing.T) {
+	t.Parallel()
+	edge := startEdge(t, goms.Config{}, func(srv *goms.Server) error {
+		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(&policyService{delay: time.Second}, srv.HandlerOptions()...))
+	})
+	hc := gomstest.H2C(t)
+	body, err := proto.Marshal(&gomsv1.GetRequest{Id: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, edge.URL("edge")+gomsv1connect.GoMsServiceGetProcedure, bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/proto")
+		req.Header.Set("Connect-Protocol-Version", "1")
+		req.Header.Set("Connect-Timeout-Ms", "100")
+		res, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(res.Body)
+		_ = res.Body.Close()
+		if err != nil || res.StatusCode != http.StatusGatewayTimeout || !bytes.Contains(got, []byte(`"code":"deadline_exceeded"`)) {
+			t.Fatalf("call %d: %d %q %v, want 504 with a deadline_exceeded error", i, res.StatusCode, got, err)
+		}
 	}
 }
