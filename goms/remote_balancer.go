@@ -48,8 +48,7 @@ func init() {
 // targetResolver is the resolver.Builder and resolver.Resolver of one
 // remote.
 type targetResolver struct {
-	r   *remote
-	now chan struct{}
+	r *remote
 }
 
 func (t *targetResolver) Scheme() string { return resolverScheme }

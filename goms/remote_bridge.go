@@ -18,7 +18,6 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/descriptorpb"
 )
 
@@ -509,19 +508,6 @@ func copyIncoming(h http.Header, md metadata.MD) {
 		}
 		h[ck] = append(h[ck], vs...)
 	}
-}
-
-// kindOf names a method's kind for errors.
-func kindOf(md protoreflect.MethodDescriptor) string {
-	switch {
-	case md.IsStreamingClient() && md.IsStreamingServer():
-		return "bidi stream"
-	case md.IsStreamingClient():
-		return "client stream"
-	case md.IsStreamingServer():
-		return "server stream"
-	}
-	return "unary"
 }
 
 // unaryHandler serves Server.Client's unary calls of a remote method.

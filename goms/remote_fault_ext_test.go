@@ -72,15 +72,6 @@ func (l *faultLoad) p99(class string) time.Duration {
 	return s[len(s)*99/100]
 }
 
-func (l *faultLoad) rate(class string) float64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.sent[class] == 0 {
-		return 0
-	}
-	return float64(l.failed[class]) / float64(l.sent[class])
-}
-
 // TestRemoteFaults runs the fault matrix of remote calls with real
 // processes: two replicas of the test server (grpc engine listeners), an
 // edge process exposing them, and a caller in this process reaching them
