@@ -276,17 +276,29 @@ func testProtocols(t *testing.T, c *cluster) {
 	}
 	t.Logf("grpcurl (reflection): list gives %s", strings.Join(strings.Fields(list), " "))
 
-	// REST routes (google.api.http) through the edge.
-	res, err := http.Get(c.edge + "/goms?page_size=5")
+	// REST routes (google.api.http) through the edge: POST /goms creates,
+	// GET /goms lists (the replica's items: maybe none).
+	name = fmt.Sprintf("rest-%d", time.Now().UnixNano())
+	res, err := http.Post(c.edge+"/goms", "application/json", strings.NewReader(`{"name":"`+name+`"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	rest, _ := io.ReadAll(res.Body)
 	res.Body.Close()
-	if res.StatusCode != http.StatusOK || !strings.Contains(string(rest), `"items"`) {
+	if res.StatusCode != http.StatusOK || !strings.Contains(string(rest), `"`+name+`"`) {
+		t.Errorf("POST /goms through the edge: %s %s", res.Status, rest)
+	}
+	res, err = http.Get(c.edge + "/goms?page_size=5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rest, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	var page map[string]any
+	if res.StatusCode != http.StatusOK || json.Unmarshal(rest, &page) != nil {
 		t.Errorf("GET /goms through the edge: %s %s", res.Status, rest)
 	}
-	t.Logf("REST: GET /goms answered %s", res.Status)
+	t.Logf("REST: POST /goms and GET /goms answered 200 OK")
 }
 
 // postJSON posts a Connect JSON request with curl, over HTTP/1.1.
