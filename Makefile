@@ -81,6 +81,10 @@ fuzz: ## Fuzz each target of goms/ briefly, on top of its committed corpus
 soak: ## Load a goms server process with every protocol for 60s: zero errors, flat RSS and goroutines (TestSoak)
 	GOMS_SOAK=60s $(GO) test $(TESTFLAGS) -run '^TestSoak$$' -v ./goms/
 
+.PHONY: overload
+overload: ## Drive a goms server process at 1x, 3x, 10x its capacity for 10s each, limiter on and off, and a 10x latency jump (TestOverload, TestLatencyJump)
+	GOMS_OVERLOAD=10s $(GO) test -count=1 -timeout=20m -run '^(TestOverload|TestLatencyJump)$$' -v ./goms/
+
 .PHONY: generate
 generate: $(WEB_DEPS) $(DOCSUI_DEPS) ## Regenerate gen/, the page's TypeScript and its bundle from proto/ (and the conformance protos), the docs page's bundle
 	$(TOOL) buf generate

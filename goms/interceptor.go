@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
@@ -16,7 +17,8 @@ import (
 // Names of the interceptors goms knows, in the order they run, outermost
 // first. A call passes tracing, then metrics, then the access log, then
 // recovery (so that a panic anywhere below is logged and counted as
-// internal), then auth and validation, then any plugin interceptors in
+// internal), then auth, rate limits (which tell callers apart by the
+// identity auth found) and validation, then any plugin interceptors in
 // Config.Plugins order, then the handler.
 const (
 	InterceptorTracing   = "tracing"
@@ -24,12 +26,16 @@ const (
 	InterceptorAccessLog = "accesslog"
 	InterceptorRecovery  = "recovery"
 	InterceptorAuth      = "auth"
+	// InterceptorRateLimit applies the rate limits of Interceptors.Rules.
+	// It runs on every procedure a rule gives a rate limit, whatever
+	// Default and the rules select.
+	InterceptorRateLimit = "ratelimit"
 	InterceptorValidate  = "validate"
 )
 
 var interceptorOrder = []string{
 	InterceptorTracing, InterceptorMetrics, InterceptorAccessLog,
-	InterceptorRecovery, InterceptorAuth, InterceptorValidate,
+	InterceptorRecovery, InterceptorAuth, InterceptorRateLimit, InterceptorValidate,
 }
 
 // Plugin adds a named interceptor to a server, such as the metrics of
@@ -74,10 +80,47 @@ type Interceptors struct {
 	Rules map[string]Rule `yaml:"rules"`
 }
 
-// Rule adds interceptors to, or removes them from, a service or method.
+// Rule adds interceptors to, or removes them from, a service or method,
+// and sets the limits of its calls: priority when the listener sheds load,
+// rate limit and server deadlines. A method's fields that are set win over
+// its service's.
 type Rule struct {
 	Add    []string `yaml:"add"`
 	Remove []string `yaml:"remove"`
+	// Priority says how soon an overloaded listener sheds the calls:
+	// PrioritySheddable first, PriorityCritical last. Default
+	// PriorityNormal. Health checks and reflection are never shed.
+	Priority Priority `yaml:"priority"`
+	// RateLimit bounds the rate of calls, for all callers or per caller.
+	// Default: no limit.
+	RateLimit RateLimit `yaml:"rate_limit"`
+	// Timeout is the deadline the server gives calls that come without
+	// one. Default 0: none.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxTimeout caps the deadline of every call: a caller asking for
+	// more, or for none, gets MaxTimeout (or Timeout when it is shorter
+	// and the caller asked for none). Default 0: no cap.
+	MaxTimeout time.Duration `yaml:"max_timeout"`
+	// TimeoutStreams applies Timeout and MaxTimeout to streaming methods
+	// too; by default they apply to unary methods only, as a stream may
+	// rightly stay open for hours.
+	TimeoutStreams bool `yaml:"timeout_streams"`
+}
+
+// check validates the limits of a rule and applies their defaults.
+func (r Rule) check(key string) (Rule, error) {
+	if !r.Priority.valid() {
+		return r, fmt.Errorf("goms: interceptors.rules[%q]: priority %q: want %q, %q or %q", key, r.Priority, PriorityCritical, PriorityNormal, PrioritySheddable)
+	}
+	if r.Timeout < 0 || r.MaxTimeout < 0 {
+		return r, fmt.Errorf("goms: interceptors.rules[%q]: timeout and max_timeout must not be negative", key)
+	}
+	rl, err := r.RateLimit.check()
+	if err != nil {
+		return r, fmt.Errorf("goms: interceptors.rules[%q]: %w", key, err)
+	}
+	r.RateLimit = rl
+	return r, nil
 }
 
 // quietServices are the services whose calls the default selection keeps
@@ -119,6 +162,9 @@ func newChains(named map[string]connect.Interceptor, plugins []string, cfg Inter
 		c.defaults = c.order
 	}
 	for key, rule := range cfg.Rules {
+		if key == "" || strings.Count(key, "/") > 1 {
+			return nil, fmt.Errorf("goms: interceptors.rules[%q]: want a service (\"pkg.Service\") or a method (\"pkg.Service/Method\")", key)
+		}
 		for _, name := range slices.Concat(rule.Add, rule.Remove) {
 			if _, ok := named[name]; !ok {
 				return nil, fmt.Errorf("goms: interceptors.rules[%q]: unknown interceptor %q (have %s)", key, name, quoteAll(c.order))
@@ -161,6 +207,9 @@ func (c *chains) names(procedure string) []string {
 		for _, name := range rule.Remove {
 			delete(selected, name)
 		}
+	}
+	if _, ok := c.named[InterceptorRateLimit]; ok {
+		selected[InterceptorRateLimit] = true
 	}
 	var out []string
 	for _, name := range c.order {
@@ -252,6 +301,20 @@ func (s *Server) initInterceptors() error {
 	auth, err := checkAuth(s.cfg, s.logger)
 	if err != nil {
 		return err
+	}
+	rules := make(map[string]Rule, len(s.cfg.Interceptors.Rules))
+	for key, rule := range s.cfg.Interceptors.Rules {
+		if rules[key], err = rule.check(key); err != nil {
+			return err
+		}
+	}
+	s.cfg.Interceptors.Rules = rules
+	rateLimits, err := newRateLimitInterceptor(rules, s.admissionLog)
+	if err != nil {
+		return err
+	}
+	if rateLimits != nil {
+		named[InterceptorRateLimit] = rateLimits
 	}
 	if auth != nil {
 		named[InterceptorAuth] = auth

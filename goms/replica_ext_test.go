@@ -83,12 +83,18 @@ type serverProcess struct {
 // listens. The test's cleanup kills it if it still runs.
 func startServerProcess(t *testing.T, name string, args ...string) *serverProcess {
 	t.Helper()
+	return startProcess(t, exec.Command(serverBinary(t), args...), name)
+}
+
+// startProcess starts cmd, a server that prints its addresses as a JSON
+// object on its first line, and waits until it listens.
+func startProcess(t *testing.T, cmd *exec.Cmd, name string) *serverProcess {
+	t.Helper()
 	stderr, err := os.Create(filepath.Join(t.TempDir(), name+".stderr"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer stderr.Close()
-	cmd := exec.Command(serverBinary(t), args...)
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

@@ -172,6 +172,8 @@ type Server struct {
 	// inProcess routes the in-process calls of Client by procedure path;
 	// set by Listen.
 	inProcess atomic.Pointer[map[string]inProcessRoute]
+	// admissionLog reports the decisions of admission and rate limits.
+	admissionLog *admissionLog
 
 	// base is the parent of every request context; cancelling it with
 	// errShuttingDown ends the calls still running after the grace period.
@@ -216,6 +218,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.closing, s.cancelClosing = context.WithCancel(context.Background())
 	s.health.SetStatus("", grpchealth.StatusNotServing)
+	s.admissionLog = newAdmissionLog(s.logger, cfg.Plugins)
 	if err := s.initInterceptors(); err != nil {
 		return nil, err
 	}
@@ -239,6 +242,7 @@ func New(cfg Config) (*Server, error) {
 		}
 		l := newListener(s, lc, nil)
 		l.admin = true
+		l.admission.off = true
 		s.listeners = append(s.listeners, l)
 	}
 	s.remotes = make(map[string]*remote)
@@ -425,6 +429,9 @@ func (s *Server) Listen() error {
 			return fmt.Errorf("goms: listener %q: %w", l.Name, err)
 		}
 		l.ln = ln
+	}
+	for _, l := range s.listeners {
+		l.admission.resolve(l.routes.procedures)
 	}
 	s.buildInProcessRoutes()
 	s.state = stateListening

@@ -1,0 +1,409 @@
+package goms_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	healthv1 "google.golang.org/grpc/health/grpc_health_v1"
+
+	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
+	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
+	"github.com/reversTeam/go-ms/goms/internal/gomstest"
+)
+
+// The overload tests drive goms/internal/testcmd/loadserver, a server
+// process whose Get burns CPU and sleeps, with an open-loop load generator.
+// Each phase lasts GOMS_OVERLOAD (e.g. "10s", `make overload`), or 3s by
+// default, 2s with -short.
+func overloadPhase() time.Duration {
+	if v := os.Getenv("GOMS_OVERLOAD"); v != "" {
+		if d, err := time.ParseDuration(v); err == nil && d > 0 {
+			return d
+		}
+	}
+	if testing.Short() {
+		return 2 * time.Second
+	}
+	return 3 * time.Second
+}
+
+var loadServerBuild struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// loadServerBinary builds the load server once per test process, without
+// the race detector, into the directory of serverBinary's build.
+func loadServerBinary(t *testing.T) string {
+	t.Helper()
+	loadServerBuild.once.Do(func() {
+		dir := filepath.Dir(serverBinary(t))
+		path := filepath.Join(dir, "loadserver")
+		out, err := exec.Command("go", "build", "-o", path, "github.com/reversTeam/go-ms/goms/internal/testcmd/loadserver").CombinedOutput()
+		if err != nil {
+			loadServerBuild.err = fmt.Errorf("go build: %v\n%s", err, out)
+			return
+		}
+		loadServerBuild.path = path
+	})
+	if loadServerBuild.err != nil {
+		t.Fatal(loadServerBuild.err)
+	}
+	return loadServerBuild.path
+}
+
+// startLoadServer starts the load server on one CPU (GOMAXPROCS=1), so
+// that the load generator has the other and capacity is that of one core.
+func startLoadServer(t *testing.T, name string, args ...string) *serverProcess {
+	t.Helper()
+	cmd := exec.Command(loadServerBinary(t), args...)
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
+	return startProcess(t, cmd, name)
+}
+
+// loadClient calls Get on the load server over several h2c connections,
+// with gRPC, and checks health on a connection of its own.
+type loadClient struct {
+	clients []gomsv1connect.GoMsServiceClient
+	health  *connect.Client[healthv1.HealthCheckRequest, healthv1.HealthCheckResponse]
+	next    atomic.Uint64
+}
+
+func newLoadClient(t *testing.T, p *serverProcess) *loadClient {
+	lc := &loadClient{}
+	for range 4 {
+		lc.clients = append(lc.clients, gomsv1connect.NewGoMsServiceClient(gomstest.H2C(t), p.url("rpc"), connect.WithGRPC()))
+	}
+	lc.health = connect.NewClient[healthv1.HealthCheckRequest, healthv1.HealthCheckResponse](
+		gomstest.H2C(t), p.url("rpc")+"/grpc.health.v1.Health/Check", connect.WithGRPC())
+	return lc
+}
+
+func (lc *loadClient) get(ctx context.Context) error {
+	c := lc.clients[lc.next.Add(1)%uint64(len(lc.clients))]
+	_, err := c.Get(ctx, connect.NewRequest(&gomsv1.GetRequest{Id: "0123456789abcdef"}))
+	return err
+}
+
+// phaseResult is what one phase of load measured.
+type phaseResult struct {
+	name                   string
+	offered                float64 // calls/s sent
+	ok, shed, failed, lost int
+	duration               time.Duration
+	latencies              []time.Duration // of successful calls
+}
+
+func (r phaseResult) goodput() float64 { return float64(r.ok) / r.duration.Seconds() }
+
+func (r phaseResult) p99() time.Duration {
+	if len(r.latencies) == 0 {
+		return 0
+	}
+	s := slices.Clone(r.latencies)
+	slices.Sort(s)
+	return s[min(len(s)-1, len(s)*99/100)]
+}
+
+// openLoop sends calls at rate for d, whatever the answers, each with a 2s
+// deadline; at most 5000 are outstanding (beyond that a call is counted
+// lost, not sent).
+func (lc *loadClient) openLoop(name string, rate float64, d time.Duration) phaseResult {
+	r := phaseResult{name: name, offered: rate, duration: d}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 5000)
+	interval := time.Duration(float64(time.Second) / rate)
+	start := time.Now()
+	for i := 0; ; i++ {
+		at := start.Add(time.Duration(i) * interval)
+		if at.Sub(start) >= d {
+			break
+		}
+		time.Sleep(time.Until(at))
+		select {
+		case sem <- struct{}{}:
+		default:
+			mu.Lock()
+			r.lost++
+			mu.Unlock()
+			continue
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			t0 := time.Now()
+			err := lc.get(ctx)
+			lat := time.Since(t0)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				r.ok++
+				r.latencies = append(r.latencies, lat)
+			case connect.CodeOf(err) == connect.CodeUnavailable:
+				r.shed++
+			default:
+				r.failed++
+			}
+		})
+	}
+	wg.Wait()
+	return r
+}
+
+// closedLoop keeps n calls outstanding for d, pausing 5ms after a shed
+// call.
+func (lc *loadClient) closedLoop(name string, n int, d time.Duration) phaseResult {
+	r := phaseResult{name: name, duration: d}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	end := time.Now().Add(d)
+	for range n {
+		wg.Go(func() {
+			for time.Now().Before(end) {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				t0 := time.Now()
+				err := lc.get(ctx)
+				lat := time.Since(t0)
+				cancel()
+				mu.Lock()
+				if err == nil {
+					r.ok++
+					r.latencies = append(r.latencies, lat)
+				} else if connect.CodeOf(err) == connect.CodeUnavailable {
+					r.shed++
+					time.Sleep(5 * time.Millisecond) // no busy loop of refusals
+				} else {
+					r.failed++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	r.offered = float64(r.ok+r.shed+r.failed) / d.Seconds()
+	return r
+}
+
+// watch checks health every 50ms and samples the server's RSS every
+// 250ms until stop is closed, then returns the latencies of the health
+// checks, those that failed and the largest RSS.
+func (lc *loadClient) watch(t *testing.T, p *serverProcess, stop <-chan struct{}) (health phaseResult, rss int64) {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			return health, rss
+		case <-tick.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		t0 := time.Now()
+		res, err := lc.health.CallUnary(ctx, connect.NewRequest(&healthv1.HealthCheckRequest{}))
+		health.latencies = append(health.latencies, time.Since(t0))
+		cancel()
+		if err != nil || res.Msg.GetStatus() != healthv1.HealthCheckResponse_SERVING {
+			health.failed++
+		}
+		if i%5 == 0 {
+			rss = max(rss, p.rss(t))
+		}
+	}
+}
+
+// overloadRun is the figures of one server under every phase.
+type overloadRun struct {
+	unloaded, capacity phaseResult
+	phases             []phaseResult // 1x, 3x, 10x
+	health             phaseResult   // the health checks throughout
+	rss                int64
+	sheds              string // the server's shed counter
+}
+
+func runOverload(t *testing.T, adaptive bool) overloadRun {
+	name := "limiter-on"
+	if !adaptive {
+		name = "limiter-off"
+	}
+	p := startLoadServer(t, name, "-cpu", "8ms", "-sleep", "10ms", "-adaptive="+strconv.FormatBool(adaptive))
+	lc := newLoadClient(t, p)
+	d := overloadPhase()
+	var run overloadRun
+	stop := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		run.health, run.rss = lc.watch(t, p, stop)
+	}()
+	run.unloaded = lc.closedLoop("unloaded", 1, d)
+	run.capacity = lc.closedLoop("capacity", 8, d)
+	capacity := run.capacity.goodput()
+	for _, x := range []float64{1, 3, 10} {
+		run.phases = append(run.phases, lc.openLoop(fmt.Sprintf("%gx", x), x*capacity, d))
+	}
+	close(stop)
+	<-watched
+	if adaptive {
+		for line := range strings.Lines(p.admin(t, "/metrics")) {
+			if strings.HasPrefix(line, "goms_server_admission_decisions_total{") || strings.HasPrefix(line, "goms_server_adaptive_limit{") {
+				run.sheds += "    " + line
+			}
+		}
+	}
+	if _, err := p.stop(t, 10*time.Second); err != nil {
+		t.Errorf("%s: %v", name, err)
+	}
+	return run
+}
+
+func (run overloadRun) table(t *testing.T, name string) {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: phase %v each; health: %d checks, p99 %v, slowest %v, %d failed; max RSS %.1f MiB\n", name, run.capacity.duration,
+		len(run.health.latencies), run.health.p99().Round(time.Millisecond), slices.Max(append(run.health.latencies, 0)).Round(time.Millisecond), run.health.failed, float64(run.rss)/(1<<20))
+	fmt.Fprintf(&b, "  %-9s %9s %9s %7s %7s %7s %7s %9s\n", "phase", "offered/s", "goodput/s", "ok", "shed", "failed", "lost", "p99")
+	for _, r := range append([]phaseResult{run.unloaded, run.capacity}, run.phases...) {
+		fmt.Fprintf(&b, "  %-9s %9.0f %9.1f %7d %7d %7d %7d %9v\n", r.name, r.offered, r.goodput(), r.ok, r.shed, r.failed, r.lost, r.p99().Round(100*time.Microsecond))
+	}
+	b.WriteString(run.sheds)
+	t.Log(b.String())
+}
+
+// TestOverload drives the load server at 1x, 3x and 10x the capacity it
+// measured first, with the adaptive limit on, then off: with it, goodput
+// under overload stays at 90% of that at 1x, admitted calls keep a p99
+// within 3x the unloaded one, health checks answer within 100ms, and
+// memory stays bounded. The run without the limiter is there to compare;
+// its figures are logged, not asserted.
+func TestOverload(t *testing.T) {
+	on := runOverload(t, true)
+	on.table(t, "adaptive limit on")
+	off := runOverload(t, false)
+	off.table(t, "adaptive limit off")
+
+	unloadedP99 := on.unloaded.p99()
+	best := on.phases[0].goodput()
+	for _, r := range on.phases[1:] {
+		if g := r.goodput(); g < 0.9*best {
+			t.Errorf("%s: goodput %.1f/s is below 90%% of %.1f/s at 1x", r.name, g, best)
+		}
+	}
+	for _, r := range on.phases {
+		if p := r.p99(); p > 3*unloadedP99 {
+			t.Errorf("%s: p99 of admitted calls %v is above 3x the unloaded p99 %v", r.name, p, unloadedP99)
+		}
+	}
+	// The 99th percentile, not the slowest: on a shared machine the
+	// system may leave the whole process off the CPU for a while.
+	if p := on.health.p99(); p > 100*time.Millisecond || on.health.failed > 0 {
+		t.Errorf("health checks: p99 %v, %d failed; want them answered within 100ms", p, on.health.failed)
+	}
+	if on.rss > 256<<20 {
+		t.Errorf("the server's RSS reached %.1f MiB; want at most 256", float64(on.rss)/(1<<20))
+	}
+	if on.phases[2].shed == 0 {
+		t.Errorf("10x: no call was shed")
+	}
+}
+
+// adaptiveLimit reads the rpc listener's limit from the server's metrics.
+func adaptiveLimit(t *testing.T, p *serverProcess) int {
+	for line := range strings.Lines(p.admin(t, "/metrics")) {
+		if v, ok := strings.CutPrefix(line, `goms_server_adaptive_limit{listener="rpc"} `); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return int(f)
+		}
+	}
+	return -1 // not set yet: the limit never moved from its maximum
+}
+
+// TestLatencyJump makes the load server's handler 10x slower for a while,
+// as a slow database would, under steady load: the adaptive limit must
+// fall during the slow spell and rise again once it ends.
+func TestLatencyJump(t *testing.T) {
+	d := overloadPhase()
+	slowFor := max(d*3, 10*time.Second)
+	if testing.Short() || os.Getenv("GOMS_OVERLOAD") == "" {
+		slowFor = 2 * d
+	}
+	p := startLoadServer(t, "jump", "-cpu", "1ms", "-sleep", "20ms")
+	lc := newLoadClient(t, p)
+	rate := 150.0
+	type sample struct {
+		at    time.Duration
+		limit int
+	}
+	var samples []sample
+	start := time.Now()
+	done := make(chan phaseResult)
+	total := d + slowFor + 2*d
+	go func() { done <- lc.openLoop("jump", rate, total) }()
+	time.Sleep(d)
+	res, err := http.Post(fmt.Sprintf("%s/control/slow?factor=10&for=%v", p.url("rpc"), slowFor), "", nil)
+	if err != nil || res.StatusCode != http.StatusNoContent {
+		t.Fatalf("slowing the server down: %v %v", res, err)
+	}
+	res.Body.Close()
+	slowAt := time.Since(start)
+	for time.Since(start) < total {
+		samples = append(samples, sample{time.Since(start), adaptiveLimit(t, p)})
+		time.Sleep(250 * time.Millisecond)
+	}
+	r := <-done
+	var b strings.Builder
+	fmt.Fprintf(&b, "slow x10 from %v for %v; %d ok, %d shed, %d failed\n  t(s)  limit\n", slowAt.Round(time.Millisecond), slowFor, r.ok, r.shed, r.failed)
+	for _, s := range samples {
+		fmt.Fprintf(&b, "  %5.2f %6d\n", s.at.Seconds(), s.limit)
+	}
+	t.Log(b.String())
+
+	slowEnd := slowAt + slowFor
+	before := -1
+	lowest, lowestAt := 1<<30, time.Duration(0)
+	for _, s := range samples {
+		if s.at < slowAt && (s.limit > 0 || before < 0) {
+			before = s.limit
+		}
+		if s.at >= slowAt && s.at < slowEnd+time.Second && s.limit > 0 && s.limit < lowest {
+			lowest, lowestAt = s.limit, s.at
+		}
+	}
+	if before < 0 {
+		before = 1000 // the default maximum, where the limit starts
+	}
+	if lowest > before/2 {
+		t.Fatalf("the limit went from %d to at lowest %d while the handler was slow; want it halved at least", before, lowest)
+	}
+	if lowestAt-slowAt > slowFor {
+		t.Errorf("the limit reached its lowest %v after the slowdown began", lowestAt-slowAt)
+	}
+	recovered := false
+	for _, s := range samples {
+		if s.at > slowEnd && s.at <= slowEnd+5*time.Second && s.limit >= 2*lowest {
+			recovered = true
+			t.Logf("the limit was back to %d (twice its lowest, %d, or more) %v after the slowdown ended", s.limit, lowest, (s.at - slowEnd).Round(time.Millisecond))
+			break
+		}
+	}
+	if !recovered {
+		t.Errorf("the limit did not climb back to twice its lowest (%d) within 5s of the slowdown's end", lowest)
+	}
+}
