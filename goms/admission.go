@@ -55,8 +55,8 @@ func (p Priority) valid() bool {
 // default. The limit follows the latency of the listener's unary calls,
 // measured over windows of Window: while it stays within Tolerance times
 // its long-run average the limit may grow (when calls use at least half of
-// it), and when calls get slower the limit shrinks, down to half per
-// window. Calls beyond it fail at once with CodeUnavailable, with gRPC's
+// it), and when calls stay slower for three windows in a row the limit
+// shrinks, down to half per window. Calls beyond it fail at once with CodeUnavailable, with gRPC's
 // grpc-retry-pushback-ms or HTTP's Retry-After, instead of queuing while
 // every call gets slower. Streaming calls are not counted: their duration
 // says nothing about load. The limit starts at Max, so a server that is
@@ -455,7 +455,7 @@ func (t ticket) leave() {
 // limiter is an adaptive concurrency limit in the manner of Netflix's
 // gradient limit: each window, the mean latency of the calls that ended
 // (short) is compared with its long-run average (long). When short is
-// above tolerance × long, the limit shrinks to the calls that ran in the
+// above tolerance × long for slowWindows in a row, the limit shrinks to the calls that ran in the
 // window times tolerance × long / short (down to half at once); otherwise
 // it grows by a little headroom, while calls use at least half of it. The
 // long-run average learns slowly from windows at the limit,
@@ -477,7 +477,13 @@ type limiter struct {
 	est     float64    // the limit, unrounded
 	long    float64    // long-run mean latency, nanoseconds
 	windows int
+	slow    int // windows in a row slower than tolerance allows
 }
+
+// slowWindows is how many windows in a row must be slow before the limit
+// shrinks: a spike shorter than that (a collection, a connection
+// opening, a neighbour on the machine) sheds nothing.
+const slowWindows = 3
 
 // limiterMinSamples is how many calls a window needs to update the limit.
 const limiterMinSamples = 10
@@ -562,14 +568,21 @@ func (l *limiter) update(now int64) {
 	}
 	gradient := max(0.5, min(1, l.tolerance*l.long/short))
 	est := l.est
+	if gradient < 1 {
+		l.slow++
+	} else {
+		l.slow = 0
+	}
 	switch {
+	case gradient < 1 && l.slow < slowWindows:
+		return
 	case gradient < 1:
 		// Slower: shrink from what ran in the window, by up to half.
 		est = min(est, float64(peak)) * gradient
 	case atLimit || (l.windows > 10 && float64(peak) >= est/2):
 		// As fast as usual and used: grow by a little headroom. Calls
 		// using less than half the limit say nothing about it.
-		est += max(4, math.Sqrt(est)) * 0.2
+		est += max(1, math.Sqrt(est)/2)
 	default:
 		return
 	}

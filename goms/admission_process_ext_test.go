@@ -1,3 +1,8 @@
+//go:build !race
+
+// The load generator measures the server, not the race detector: these
+// tests build without it (make test runs them in a separate, short run).
+
 package goms_test
 
 import (
@@ -85,7 +90,13 @@ type loadClient struct {
 func newLoadClient(t *testing.T, p *serverProcess) *loadClient {
 	lc := &loadClient{}
 	for range 4 {
-		lc.clients = append(lc.clients, gomsv1connect.NewGoMsServiceClient(gomstest.H2C(t), p.url("rpc"), connect.WithGRPC()))
+		// One connection per client, as gRPC clients keep: calls beyond
+		// its stream limit wait for a stream instead of dialing more.
+		var protocols http.Protocols
+		protocols.SetUnencryptedHTTP2(true)
+		tr := &http.Transport{Protocols: &protocols, HTTP2: &http.HTTP2Config{StrictMaxConcurrentRequests: true}}
+		t.Cleanup(tr.CloseIdleConnections)
+		lc.clients = append(lc.clients, gomsv1connect.NewGoMsServiceClient(&http.Client{Transport: tr}, p.url("rpc"), connect.WithGRPC()))
 	}
 	lc.health = connect.NewClient[healthv1.HealthCheckRequest, healthv1.HealthCheckResponse](
 		gomstest.H2C(t), p.url("rpc")+"/grpc.health.v1.Health/Check", connect.WithGRPC())
@@ -226,46 +237,62 @@ func (lc *loadClient) watch(t *testing.T, p *serverProcess, stop <-chan struct{}
 	}
 }
 
-// overloadRun is the figures of one server under every phase.
-type overloadRun struct {
+// overloadRound is the figures of one round of phases.
+type overloadRound struct {
 	unloaded, capacity phaseResult
 	phases             []phaseResult // 1x, 3x, 10x
 	health             phaseResult   // the health checks throughout
-	rss                int64
-	sheds              string // the server's shed counter
 }
+
+// overloadRun is the figures of one server process over several rounds.
+type overloadRun struct {
+	rounds  []overloadRound
+	rss     int64
+	metrics string // the server's admission metrics
+}
+
+// overloadRounds is how many rounds of phases a run has: the assertions
+// take the median over rounds, so that a noisy neighbour on the machine
+// during one phase does not decide the outcome.
+const overloadRounds = 3
 
 func runOverload(t *testing.T, adaptive bool) overloadRun {
 	name := "limiter-on"
 	if !adaptive {
 		name = "limiter-off"
 	}
-	p := startLoadServer(t, name, "-cpu", "8ms", "-sleep", "10ms", "-adaptive="+strconv.FormatBool(adaptive))
+	p := startLoadServer(t, name, "-cpu", "8ms", "-sleep", "20ms", "-adaptive="+strconv.FormatBool(adaptive))
 	lc := newLoadClient(t, p)
 	d := overloadPhase()
 	var run overloadRun
-	stop := make(chan struct{})
-	watched := make(chan struct{})
-	go func() {
-		defer close(watched)
-		run.health, run.rss = lc.watch(t, p, stop)
-	}()
-	run.unloaded = lc.closedLoop("unloaded", 1, d)
-	run.capacity = lc.closedLoop("capacity", 8, d)
-	capacity := run.capacity.goodput()
-	for _, x := range []float64{1, 3, 10} {
-		run.phases = append(run.phases, lc.openLoop(fmt.Sprintf("%gx", x), x*capacity, d))
+	for range overloadRounds {
+		var round overloadRound
+		stop := make(chan struct{})
+		watched := make(chan struct{})
+		go func() {
+			defer close(watched)
+			var rss int64
+			round.health, rss = lc.watch(t, p, stop)
+			run.rss = max(run.rss, rss)
+		}()
+		round.unloaded = lc.closedLoop("unloaded", 1, d)
+		round.capacity = lc.closedLoop("capacity", 8, d)
+		capacity := round.capacity.goodput()
+		for _, x := range []float64{1, 3, 10} {
+			round.phases = append(round.phases, lc.openLoop(fmt.Sprintf("%gx", x), x*capacity, d))
+		}
+		close(stop)
+		<-watched
+		run.rounds = append(run.rounds, round)
 	}
-	close(stop)
-	<-watched
 	if adaptive {
 		for line := range strings.Lines(p.admin(t, "/metrics")) {
 			if strings.HasPrefix(line, "goms_server_admission_decisions_total{") || strings.HasPrefix(line, "goms_server_adaptive_limit{") {
-				run.sheds += "    " + line
+				run.metrics += "  " + line
 			}
 		}
 	}
-	if _, err := p.stop(t, 10*time.Second); err != nil {
+	if _, err := p.stop(t, 30*time.Second); err != nil {
 		t.Errorf("%s: %v", name, err)
 	}
 	return run
@@ -274,49 +301,65 @@ func runOverload(t *testing.T, adaptive bool) overloadRun {
 func (run overloadRun) table(t *testing.T, name string) {
 	t.Helper()
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s: phase %v each; health: %d checks, p99 %v, slowest %v, %d failed; max RSS %.1f MiB\n", name, run.capacity.duration,
-		len(run.health.latencies), run.health.p99().Round(time.Millisecond), slices.Max(append(run.health.latencies, 0)).Round(time.Millisecond), run.health.failed, float64(run.rss)/(1<<20))
-	fmt.Fprintf(&b, "  %-9s %9s %9s %7s %7s %7s %7s %9s\n", "phase", "offered/s", "goodput/s", "ok", "shed", "failed", "lost", "p99")
-	for _, r := range append([]phaseResult{run.unloaded, run.capacity}, run.phases...) {
-		fmt.Fprintf(&b, "  %-9s %9.0f %9.1f %7d %7d %7d %7d %9v\n", r.name, r.offered, r.goodput(), r.ok, r.shed, r.failed, r.lost, r.p99().Round(100*time.Microsecond))
+	fmt.Fprintf(&b, "%s: %d rounds, phases of %v; max RSS %.1f MiB\n", name, len(run.rounds), run.rounds[0].capacity.duration, float64(run.rss)/(1<<20))
+	fmt.Fprintf(&b, "  %-5s %-9s %9s %9s %7s %7s %7s %7s %9s\n", "round", "phase", "offered/s", "goodput/s", "ok", "shed", "failed", "lost", "p99")
+	for i, round := range run.rounds {
+		for _, r := range append([]phaseResult{round.unloaded, round.capacity}, round.phases...) {
+			fmt.Fprintf(&b, "  %-5d %-9s %9.0f %9.1f %7d %7d %7d %7d %9v\n", i+1, r.name, r.offered, r.goodput(), r.ok, r.shed, r.failed, r.lost, r.p99().Round(100*time.Microsecond))
+		}
+		h := round.health
+		fmt.Fprintf(&b, "  %-5d health: %d checks, p99 %v, slowest %v, %d failed\n", i+1, len(h.latencies), h.p99().Round(time.Millisecond), slices.Max(append(h.latencies, 0)).Round(time.Millisecond), h.failed)
 	}
-	b.WriteString(run.sheds)
+	b.WriteString(run.metrics)
 	t.Log(b.String())
 }
 
+// median returns the median of f over the rounds.
+func (run overloadRun) median(f func(overloadRound) float64) float64 {
+	v := make([]float64, len(run.rounds))
+	for i, r := range run.rounds {
+		v[i] = f(r)
+	}
+	slices.Sort(v)
+	return v[len(v)/2]
+}
+
 // TestOverload drives the load server at 1x, 3x and 10x the capacity it
-// measured first, with the adaptive limit on, then off: with it, goodput
-// under overload stays at 90% of that at 1x, admitted calls keep a p99
-// within 3x the unloaded one, health checks answer within 100ms, and
-// memory stays bounded. The run without the limiter is there to compare;
-// its figures are logged, not asserted.
+// measured first, in rounds, with the adaptive limit on, then off. With
+// it, in the median round, goodput under overload stays at 90% of that at
+// 1x, admitted calls keep a p99 within 3x the unloaded one, health checks
+// answer within 100ms (p99), and memory stays bounded. The run without
+// the limiter is there to compare; its figures are logged, not asserted.
 func TestOverload(t *testing.T) {
 	on := runOverload(t, true)
 	on.table(t, "adaptive limit on")
 	off := runOverload(t, false)
 	off.table(t, "adaptive limit off")
 
-	unloadedP99 := on.unloaded.p99()
-	best := on.phases[0].goodput()
-	for _, r := range on.phases[1:] {
-		if g := r.goodput(); g < 0.9*best {
-			t.Errorf("%s: goodput %.1f/s is below 90%% of %.1f/s at 1x", r.name, g, best)
+	for i, name := range []string{"3x", "10x"} {
+		ratio := on.median(func(r overloadRound) float64 { return r.phases[i+1].goodput() / r.phases[0].goodput() })
+		t.Logf("%s: goodput / goodput at 1x: median %.2f", name, ratio)
+		if ratio < 0.9 {
+			t.Errorf("%s: goodput is %.2f of that at 1x (median of %d rounds); want 0.9 or more", name, ratio, len(on.rounds))
 		}
 	}
-	for _, r := range on.phases {
-		if p := r.p99(); p > 3*unloadedP99 {
-			t.Errorf("%s: p99 of admitted calls %v is above 3x the unloaded p99 %v", r.name, p, unloadedP99)
+	for i, name := range []string{"1x", "3x", "10x"} {
+		ratio := on.median(func(r overloadRound) float64 { return float64(r.phases[i].p99()) / float64(r.unloaded.p99()) })
+		t.Logf("%s: p99 of admitted calls / unloaded p99: median %.2f", name, ratio)
+		if ratio > 3 {
+			t.Errorf("%s: p99 of admitted calls is %.2fx the unloaded p99 (median of %d rounds); want 3 or less", name, ratio, len(on.rounds))
 		}
 	}
-	// The 99th percentile, not the slowest: on a shared machine the
-	// system may leave the whole process off the CPU for a while.
-	if p := on.health.p99(); p > 100*time.Millisecond || on.health.failed > 0 {
-		t.Errorf("health checks: p99 %v, %d failed; want them answered within 100ms", p, on.health.failed)
+	health := on.median(func(r overloadRound) float64 { return float64(r.health.p99()) })
+	failed := on.median(func(r overloadRound) float64 { return float64(r.health.failed) })
+	t.Logf("health checks: p99 %v (median of rounds)", time.Duration(health).Round(time.Millisecond))
+	if time.Duration(health) > 100*time.Millisecond || failed > 0 {
+		t.Errorf("health checks: p99 %v, %v failed (medians of rounds); want them answered within 100ms", time.Duration(health), failed)
 	}
 	if on.rss > 256<<20 {
 		t.Errorf("the server's RSS reached %.1f MiB; want at most 256", float64(on.rss)/(1<<20))
 	}
-	if on.phases[2].shed == 0 {
+	if shed := on.median(func(r overloadRound) float64 { return float64(r.phases[2].shed) }); shed == 0 {
 		t.Errorf("10x: no call was shed")
 	}
 }

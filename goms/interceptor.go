@@ -296,7 +296,7 @@ func (s *Server) interceptorsFor(procedure string) []connect.Interceptor {
 func (s *Server) initInterceptors() error {
 	named := map[string]connect.Interceptor{
 		InterceptorRecovery:  recoverInterceptor{logger: s.logger},
-		InterceptorAccessLog: accessLogInterceptor{logger: s.logger, level: s.cfg.Log.accessLevel()},
+		InterceptorAccessLog: accessLogInterceptor{logger: s.logger, level: s.cfg.Log.accessLevel(), file: s.accessFile},
 	}
 	auth, err := checkAuth(s.cfg, s.logger)
 	if err != nil {

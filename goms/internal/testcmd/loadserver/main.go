@@ -102,7 +102,11 @@ func (s *workService) Get(ctx context.Context, req *connect.Request[gomsv1.GetRe
 			return nil, ctx.Err()
 		}
 	}
-	s.sink.Add(uint32(burn(s.rounds)))
+	sum, err := burn(ctx, s.rounds)
+	if err != nil {
+		return nil, err
+	}
+	s.sink.Add(uint32(sum))
 	return connect.NewResponse(&gomsv1.GetResponse{Item: &gomsv1.Item{Id: req.Msg.GetId()}}), nil
 }
 
@@ -119,13 +123,17 @@ func (s *workService) slow(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// burn does rounds of SHA-256 over a small buffer.
-func burn(rounds int) byte {
+// burn does rounds of SHA-256 over a small buffer, and stops when ctx
+// ends, as a handler that checks its context between steps would.
+func burn(ctx context.Context, rounds int) (byte, error) {
 	var sum [32]byte
-	for range rounds {
+	for i := range rounds {
+		if i%256 == 0 && ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
 		sum = sha256.Sum256(sum[:])
 	}
-	return sum[0]
+	return sum[0], nil
 }
 
 // calibrate returns the rounds of burn that take d of CPU, measured here.
@@ -137,7 +145,7 @@ func calibrate(d time.Duration) int {
 	best := time.Duration(1 << 62)
 	for range 5 {
 		start := time.Now()
-		burn(probe)
+		_, _ = burn(context.Background(), probe)
 		best = min(best, time.Since(start))
 	}
 	return max(1, int(float64(probe)*float64(d)/float64(best)))
