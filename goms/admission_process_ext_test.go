@@ -328,7 +328,7 @@ func (run overloadRun) median(f func(overloadRound) float64) float64 {
 // measured first, in rounds, with the adaptive limit on, then off. With
 // it, in the median round, goodput under overload stays at 90% of that at
 // 1x, admitted calls keep a p99 within 3x the unloaded one, health checks
-// answer within 100ms (p99), and memory stays bounded. The run without
+// answer within 100ms (p99), and memory stays bounded (in the full run). The run without
 // the limiter is there to compare; its figures are logged, not asserted.
 func TestOverload(t *testing.T) {
 	on := runOverload(t, true)
@@ -336,25 +336,33 @@ func TestOverload(t *testing.T) {
 	off := runOverload(t, false)
 	off.table(t, "adaptive limit off")
 
+	// The targets hold for the full run (phases of 10s or more,
+	// make overload). The short run of make test has too few calls per
+	// phase for a p99 or a ratio to be that precise, and checks looser
+	// bounds that still fail without the limiter.
+	minGoodput, maxP99, maxHealth := 0.9, 3.0, 100*time.Millisecond
+	if overloadPhase() < 10*time.Second {
+		minGoodput, maxP99, maxHealth = 0.75, 5, 250*time.Millisecond
+	}
 	for i, name := range []string{"3x", "10x"} {
 		ratio := on.median(func(r overloadRound) float64 { return r.phases[i+1].goodput() / r.phases[0].goodput() })
 		t.Logf("%s: goodput / goodput at 1x: median %.2f", name, ratio)
-		if ratio < 0.9 {
-			t.Errorf("%s: goodput is %.2f of that at 1x (median of %d rounds); want 0.9 or more", name, ratio, len(on.rounds))
+		if ratio < minGoodput {
+			t.Errorf("%s: goodput is %.2f of that at 1x (median of %d rounds); want %.2f or more", name, ratio, len(on.rounds), minGoodput)
 		}
 	}
 	for i, name := range []string{"1x", "3x", "10x"} {
 		ratio := on.median(func(r overloadRound) float64 { return float64(r.phases[i].p99()) / float64(r.unloaded.p99()) })
 		t.Logf("%s: p99 of admitted calls / unloaded p99: median %.2f", name, ratio)
-		if ratio > 3 {
-			t.Errorf("%s: p99 of admitted calls is %.2fx the unloaded p99 (median of %d rounds); want 3 or less", name, ratio, len(on.rounds))
+		if ratio > maxP99 {
+			t.Errorf("%s: p99 of admitted calls is %.2fx the unloaded p99 (median of %d rounds); want %.0f or less", name, ratio, len(on.rounds), maxP99)
 		}
 	}
-	health := on.median(func(r overloadRound) float64 { return float64(r.health.p99()) })
+	health := time.Duration(on.median(func(r overloadRound) float64 { return float64(r.health.p99()) }))
 	failed := on.median(func(r overloadRound) float64 { return float64(r.health.failed) })
-	t.Logf("health checks: p99 %v (median of rounds)", time.Duration(health).Round(time.Millisecond))
-	if time.Duration(health) > 100*time.Millisecond || failed > 0 {
-		t.Errorf("health checks: p99 %v, %v failed (medians of rounds); want them answered within 100ms", time.Duration(health), failed)
+	t.Logf("health checks: p99 %v (median of rounds)", health.Round(time.Millisecond))
+	if health > maxHealth || failed > 0 {
+		t.Errorf("health checks: p99 %v, %v failed (medians of rounds); want them answered within %v", health, failed, maxHealth)
 	}
 	if on.rss > 256<<20 {
 		t.Errorf("the server's RSS reached %.1f MiB; want at most 256", float64(on.rss)/(1<<20))
