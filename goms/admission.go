@@ -241,6 +241,9 @@ func newAdmission(name string, cfg Listener, rules map[string]Rule, log *admissi
 	if !cfg.AdaptiveLimit.Disabled {
 		a.limiter = newLimiter(cfg.AdaptiveLimit, func(old, limit int) { log.limit(name, old, limit) })
 		pushback = cfg.AdaptiveLimit.Window
+		for _, o := range log.observers {
+			o.ObserveLimit(name, cfg.AdaptiveLimit.Max)
+		}
 	}
 	for i, grpc := range []bool{false, true} {
 		a.limited[i] = shedError(fmt.Errorf("listener %q is overloaded: calls in flight are at its adaptive limit; retry later or on another replica", name), grpc, pushback)
