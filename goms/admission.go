@@ -56,7 +56,9 @@ func (p Priority) valid() bool {
 // measured over windows of Window: while it stays within Tolerance times
 // its long-run average the limit may grow (when calls use at least half of
 // it), and when calls stay slower for three windows in a row the limit
-// shrinks, down to half per window. Calls beyond it fail at once with CodeUnavailable, with gRPC's
+// shrinks, by half per window at most, but not below the most calls that
+// ran with good latency in the last 30 seconds: latency that grows while
+// concurrency does not (a busy neighbour on the machine) sheds nothing. Calls beyond it fail at once with CodeUnavailable, with gRPC's
 // grpc-retry-pushback-ms or HTTP's Retry-After, instead of queuing while
 // every call gets slower. Streaming calls are not counted: their duration
 // says nothing about load. The limit starts at Max, so a server that is
@@ -456,14 +458,15 @@ func (t ticket) leave() {
 }
 
 // limiter is an adaptive concurrency limit in the manner of Netflix's
-// gradient limit: each window, the mean latency of the calls that ended
-// (short) is compared with its long-run average (long). When short is
-// above tolerance × long for slowWindows in a row, the limit shrinks to the calls that ran in the
-// window times tolerance × long / short (down to half at once); otherwise
-// it grows by a little headroom, while calls use at least half of it. The
-// long-run average learns slowly from windows at the limit,
-// so that sustained overload does not teach it that slow is normal, and
-// drops fast when calls get faster.
+// gradient limit. Each window, the mean latency of the calls that ended
+// (short) is compared with its long-run average (long). When short stays
+// above tolerance × long for slowWindows in a row, the limit shrinks to
+// the calls that ran in the window times tolerance × long / short (by
+// half at most), but not below the most calls that ran with good latency
+// in the last 30 seconds; otherwise it grows by a little headroom, while
+// calls use at least half of it. The long-run average learns slowly from
+// windows at the limit, so that sustained overload does not teach it that
+// slow is normal, and drops fast when calls get faster.
 type limiter struct {
 	minLimit, maxLimit float64
 	tolerance          float64
@@ -481,6 +484,15 @@ type limiter struct {
 	long    float64    // long-run mean latency, nanoseconds
 	windows int
 	slow    int // windows in a row slower than tolerance allows
+	// good holds, for each of the last len(good) seconds, the most calls
+	// in flight in a window whose latency was within tolerance: the limit
+	// does not shrink below what ran fine a moment ago, so that latency
+	// that grows while concurrency does not (a neighbour on the machine,
+	// a collection) sheds nothing.
+	good [30]struct {
+		second int64
+		peak   int64
+	}
 }
 
 // slowWindows is how many windows in a row must be slow before the limit
@@ -571,17 +583,30 @@ func (l *limiter) update(now int64) {
 	}
 	gradient := max(0.5, min(1, l.tolerance*l.long/short))
 	est := l.est
+	second := now / int64(time.Second)
 	if gradient < 1 {
 		l.slow++
 	} else {
 		l.slow = 0
+		g := &l.good[second%int64(len(l.good))]
+		if g.second != second {
+			g.second, g.peak = second, 0
+		}
+		g.peak = max(g.peak, peak)
 	}
 	switch {
 	case gradient < 1 && l.slow < slowWindows:
 		return
 	case gradient < 1:
-		// Slower: shrink from what ran in the window, by up to half.
-		est = min(est, float64(peak)) * gradient
+		// Slower: shrink from what ran in the window, by up to half, but
+		// not below what ran fine in the last seconds.
+		floor := int64(0)
+		for _, g := range l.good {
+			if second-g.second < int64(len(l.good)) {
+				floor = max(floor, g.peak)
+			}
+		}
+		est = max(float64(floor), min(est, float64(peak))*gradient)
 	case atLimit || (l.windows > 10 && float64(peak) >= est/2):
 		// As fast as usual and used: grow by a little headroom. Calls
 		// using less than half the limit say nothing about it.

@@ -372,42 +372,47 @@ func TestOverload(t *testing.T) {
 	}
 }
 
-// adaptiveLimit reads the rpc listener's limit from the server's metrics.
-func adaptiveLimit(t *testing.T, p *serverProcess) int {
+// admissionState reads the rpc listener's limit and the calls shed so far
+// from the server's metrics.
+func admissionState(t *testing.T, p *serverProcess) (limit, shed int) {
 	for line := range strings.Lines(p.admin(t, "/metrics")) {
-		if v, ok := strings.CutPrefix(line, `goms_server_adaptive_limit{listener="rpc"} `); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return int(f)
+		name, v, _ := strings.Cut(strings.TrimSpace(line), " ")
+		f, err := strconv.ParseFloat(v, 64)
+		switch {
+		case name == `goms_server_adaptive_limit{listener="rpc"}` && err == nil:
+			limit = int(f)
+		case strings.HasPrefix(name, "goms_server_admission_decisions_total{") && strings.Contains(name, `decision="shed"`) && err == nil:
+			shed += int(f)
 		}
 	}
-	return -1 // not set yet: the limit never moved from its maximum
+	return limit, shed
 }
 
 // TestLatencyJump makes the load server's handler 10x slower for a while,
-// as a slow database would, under steady load: the adaptive limit must
-// fall during the slow spell and rise again once it ends.
+// as a slow database would, under a steady rate of calls, so that the
+// calls in flight grow tenfold: the adaptive limit must fall during the
+// slow spell, down to what ran fine before, shedding the excess, and the
+// shedding must stop within seconds once the handler is fast again.
 func TestLatencyJump(t *testing.T) {
 	d := overloadPhase()
-	slowFor := max(d*3, 10*time.Second)
-	if testing.Short() || os.Getenv("GOMS_OVERLOAD") == "" {
-		slowFor = 2 * d
+	slowFor := 10 * time.Second
+	if d < 10*time.Second {
+		slowFor = 3 * d
 	}
 	p := startLoadServer(t, "jump", "-cpu", "1ms", "-sleep", "20ms")
 	lc := newLoadClient(t, p)
-	rate := 150.0
+	const rate = 150.0
 	type sample struct {
-		at    time.Duration
-		limit int
+		at          time.Duration
+		limit, shed int
 	}
 	var samples []sample
 	start := time.Now()
 	done := make(chan phaseResult)
-	total := d + slowFor + 2*d
+	total := d + slowFor + 5*time.Second
 	go func() { done <- lc.openLoop("jump", rate, total) }()
 	time.Sleep(d)
+	limitBefore, _ := admissionState(t, p)
 	res, err := http.Post(fmt.Sprintf("%s/control/slow?factor=10&for=%v", p.url("rpc"), slowFor), "", nil)
 	if err != nil || res.StatusCode != http.StatusNoContent {
 		t.Fatalf("slowing the server down: %v %v", res, err)
@@ -415,46 +420,46 @@ func TestLatencyJump(t *testing.T) {
 	res.Body.Close()
 	slowAt := time.Since(start)
 	for time.Since(start) < total {
-		samples = append(samples, sample{time.Since(start), adaptiveLimit(t, p)})
+		limit, shed := admissionState(t, p)
+		samples = append(samples, sample{time.Since(start), limit, shed})
 		time.Sleep(250 * time.Millisecond)
 	}
 	r := <-done
 	var b strings.Builder
-	fmt.Fprintf(&b, "slow x10 from %v for %v; %d ok, %d shed, %d failed\n  t(s)  limit\n", slowAt.Round(time.Millisecond), slowFor, r.ok, r.shed, r.failed)
+	fmt.Fprintf(&b, "%g calls/s; handler 10x slower from %v for %v; %d ok, %d shed, %d failed; limit before %d\n  t(s)   limit   shed so far\n",
+		rate, slowAt.Round(time.Millisecond), slowFor, r.ok, r.shed, r.failed, limitBefore)
 	for _, s := range samples {
-		fmt.Fprintf(&b, "  %5.2f %6d\n", s.at.Seconds(), s.limit)
+		fmt.Fprintf(&b, "  %5.2f %6d %8d\n", s.at.Seconds(), s.limit, s.shed)
 	}
 	t.Log(b.String())
 
 	slowEnd := slowAt + slowFor
-	before := -1
 	lowest, lowestAt := 1<<30, time.Duration(0)
 	for _, s := range samples {
-		if s.at < slowAt && (s.limit > 0 || before < 0) {
-			before = s.limit
-		}
-		if s.at >= slowAt && s.at < slowEnd+time.Second && s.limit > 0 && s.limit < lowest {
+		if s.at >= slowAt && s.at < slowEnd && s.limit < lowest {
 			lowest, lowestAt = s.limit, s.at
 		}
 	}
-	if before < 0 {
-		before = 1000 // the default maximum, where the limit starts
+	// The slow handler takes 10 x (20ms + 1ms): at this rate, that many
+	// calls would be in flight without a limit.
+	demand := int(rate) * 10 * 21 / 1000
+	if lowest > demand/2 {
+		t.Fatalf("the limit went from %d to at lowest %d while the handler was slow; want it at most half the %d calls the slow handler would hold", limitBefore, lowest, demand)
 	}
-	if lowest > before/2 {
-		t.Fatalf("the limit went from %d to at lowest %d while the handler was slow; want it halved at least", before, lowest)
-	}
-	if lowestAt-slowAt > slowFor {
-		t.Errorf("the limit reached its lowest %v after the slowdown began", lowestAt-slowAt)
-	}
-	recovered := false
+	t.Logf("the limit went from %d to %d (%v after the slowdown began), against %d calls in flight without it", limitBefore, lowest, (lowestAt - slowAt).Round(time.Millisecond), demand)
+	// Shedding must stop within 3s of the end of the slow spell.
+	var lastShed sample
 	for _, s := range samples {
-		if s.at > slowEnd && s.at <= slowEnd+5*time.Second && s.limit >= 2*lowest {
-			recovered = true
-			t.Logf("the limit was back to %d (twice its lowest, %d, or more) %v after the slowdown ended", s.limit, lowest, (s.at - slowEnd).Round(time.Millisecond))
-			break
+		if s.at > slowEnd && (lastShed.at == 0 || s.shed > lastShed.shed) {
+			lastShed = s
 		}
 	}
-	if !recovered {
-		t.Errorf("the limit did not climb back to twice its lowest (%d) within 5s of the slowdown's end", lowest)
+	t.Logf("the last shed call was seen %v after the slowdown ended; the limit was then %d and is %d at the end",
+		(lastShed.at - slowEnd).Round(time.Millisecond), lastShed.limit, samples[len(samples)-1].limit)
+	if lastShed.at-slowEnd > 3*time.Second {
+		t.Errorf("calls were still shed %v after the slowdown ended", lastShed.at-slowEnd)
+	}
+	if end := samples[len(samples)-1].limit; end < lowest {
+		t.Errorf("the limit ended at %d, below its lowest while slow (%d)", end, lowest)
 	}
 }

@@ -46,46 +46,55 @@ func TestLimiterSteadyLoad(t *testing.T) {
 	}
 }
 
-// TestLimiterFollowsLatency makes calls 10x slower: the limit must shrink
-// within a second, then grow again once they are fast.
+// TestLimiterFollowsLatency sends calls at a steady rate and makes them
+// 10x slower, as a slow dependency would: the calls in flight grow
+// tenfold, and the limit must fall to what ran fine before within a
+// second, shedding the excess, and shed nothing once calls are fast.
 func TestLimiterFollowsLatency(t *testing.T) {
 	t.Parallel()
 	l := testLimiter(t, AdaptiveLimit{Window: 20 * time.Millisecond})
-	var latency atomic.Int64
-	latency.Store(int64(time.Millisecond))
+	var latency, shed atomic.Int64
+	latency.Store(int64(2 * time.Millisecond))
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
-	for range 40 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if !l.acquire(PriorityNormal) {
-					time.Sleep(time.Millisecond)
-					continue
-				}
+	wg.Go(func() {
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			if !l.acquire(PriorityNormal) {
+				shed.Add(1)
+				continue
+			}
+			wg.Go(func() {
 				start := time.Now()
 				time.Sleep(time.Duration(latency.Load()))
 				l.release(start)
-			}
-		})
-	}
+			})
+		}
+	})
 	defer func() { close(stop); wg.Wait() }()
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(time.Second)
 	before := l.limit.Load()
-	latency.Store(int64(10 * time.Millisecond))
+	latency.Store(int64(20 * time.Millisecond))
 	time.Sleep(time.Second)
 	slow := l.limit.Load()
-	if slow > before/2 {
-		t.Fatalf("the limit went from %d to %d after a second of 10x slower calls; want it halved", before, slow)
+	if slow > before/4 || slow > 20 {
+		t.Fatalf("the limit went from %d to %d after a second of 10x slower calls; want it down to what ran before", before, slow)
 	}
-	latency.Store(int64(time.Millisecond))
-	time.Sleep(2 * time.Second)
-	if after := l.limit.Load(); after < 2*slow {
-		t.Errorf("the limit went from %d to %d in the two seconds after calls were fast again; want it doubled", slow, after)
+	if shed.Load() == 0 {
+		t.Errorf("nothing shed while calls were slow")
+	}
+	latency.Store(int64(2 * time.Millisecond))
+	time.Sleep(500 * time.Millisecond)
+	shed.Store(0)
+	time.Sleep(time.Second)
+	if n := shed.Load(); n > 0 {
+		t.Errorf("%d calls shed in the second after calls were fast again (limit %d, was %d)", n, l.limit.Load(), slow)
 	}
 }
 
