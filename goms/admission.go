@@ -25,11 +25,12 @@ import (
 //     ceiling (Listener.MaxInFlight) refuse calls beyond them with
 //     CodeUnavailable, sheddable calls first and critical ones last
 //     (Rule.Priority).
-//  2. Server deadlines (Rule.Timeout, Rule.MaxTimeout) bound the context of
-//     the calls they apply to.
 //
-// Rate limits (Rule.RateLimit) need the caller's Identity, which the auth
-// interceptor sets, so they run in the interceptor chain, right after auth
+// Two more limits need to know the procedure a REST route calls, or the
+// caller's Identity, and so apply in the handler: server deadlines
+// (Rule.Timeout, Rule.MaxTimeout), set before the first interceptor runs,
+// so that every interceptor and the handler see them, in-process calls
+// included; and rate limits (Rule.RateLimit), right after auth
 // (InterceptorRateLimit).
 
 // Priority says which calls an overloaded listener sheds first.
@@ -126,8 +127,8 @@ const (
 
 // AdmissionEvent describes one admission decision.
 type AdmissionEvent struct {
-	// Listener names the listener of the call; empty for rate limits,
-	// which run in the interceptor chain.
+	// Listener names the listener of the call; empty for deadlines and
+	// rate limits, which apply in the handler.
 	Listener string
 	// Procedure is the called procedure, "/pkg.Service/Method".
 	Procedure string
@@ -206,13 +207,15 @@ func (a *admissionLog) limit(listener string, old, limit int) {
 
 // callPolicy is what admission applies to one procedure.
 type callPolicy struct {
-	procedure  string
-	exempt     bool // health, reflection: never limited
-	streaming  bool
-	priority   Priority
-	timeout    time.Duration // for calls without a deadline; 0: none
-	maxTimeout time.Duration // 0: none
+	procedure string
+	exempt    bool // health, reflection: never limited
+	streaming bool // not counted by the adaptive limit
+	priority  Priority
 }
+
+// restPolicy is the policy of REST routes, whose procedure only the
+// transcoder knows: unary calls of normal priority.
+var restPolicy = &callPolicy{procedure: "REST", priority: PriorityNormal}
 
 // admission is one listener's admission layer.
 type admission struct {
@@ -287,27 +290,10 @@ func (a *admission) policyOf(path string) *callPolicy {
 	if md := methodDescriptor(service, method); md != nil {
 		p.streaming = md.IsStreamingClient() || md.IsStreamingServer()
 	}
-	var streams bool
 	for _, key := range []string{service, service + "/" + method} {
-		r, ok := a.rules[key]
-		if !ok {
-			continue
-		}
-		if r.Priority != "" {
+		if r, ok := a.rules[key]; ok && r.Priority != "" {
 			p.priority = r.Priority
 		}
-		if r.Timeout != 0 {
-			p.timeout = r.Timeout
-		}
-		if r.MaxTimeout != 0 {
-			p.maxTimeout = r.MaxTimeout
-		}
-		if r.TimeoutStreams {
-			streams = true
-		}
-	}
-	if p.streaming && !streams {
-		p.timeout, p.maxTimeout = 0, 0
 	}
 	return p
 }
@@ -336,21 +322,23 @@ type ticket struct {
 	a       *admission
 	counted bool      // counted by MaxInFlight
 	start   time.Time // non-zero when counted by the adaptive limit
-	cancel  context.CancelFunc
 }
 
-// admit decides whether the call r to path runs. When it does not, admit
-// has answered it in its protocol and ok is false. When it does, the call
-// runs with the returned request, whose context carries the server's
-// deadline, and its ticket's leave must be called once it ends.
-func (a *admission) admit(w http.ResponseWriter, r *http.Request, path string, p protocol) (t ticket, _ *http.Request, ok bool) {
+// admit decides whether the call r to path, a procedure or (when rest is
+// set) a REST route, runs. When it does not, admit has answered it in its
+// protocol and ok is false. When it does, the ticket's leave must be
+// called once the call ends.
+func (a *admission) admit(w http.ResponseWriter, r *http.Request, path string, p protocol, rest bool) (t ticket, ok bool) {
 	t.a = a
 	if a.off {
-		return t, r, true
+		return t, true
 	}
-	pol := a.policy(path)
+	pol := restPolicy
+	if !rest {
+		pol = a.policy(path)
+	}
 	if pol.exempt {
-		return t, r, true
+		return t, true
 	}
 	grpc := 0
 	if p == protocolGRPC || p == protocolGRPCWeb {
@@ -360,7 +348,7 @@ func (a *admission) admit(w http.ResponseWriter, r *http.Request, path string, p
 		if a.inFlight.Add(1) > a.maxInFlight {
 			a.inFlight.Add(-1)
 			a.refuse(w, r, pol, a.ceiling[grpc], "max_in_flight")
-			return t, r, false
+			return t, false
 		}
 		t.counted = true
 	}
@@ -368,14 +356,11 @@ func (a *admission) admit(w http.ResponseWriter, r *http.Request, path string, p
 		if !a.limiter.acquire(pol.priority) {
 			t.leave()
 			a.refuse(w, r, pol, a.limited[grpc], "adaptive_limit")
-			return t, r, false
+			return t, false
 		}
 		t.start = time.Now()
 	}
-	if pol.timeout > 0 || pol.maxTimeout > 0 {
-		r, t.cancel = a.deadline(r, pol, p)
-	}
-	return t, r, true
+	return t, true
 }
 
 func (a *admission) refuse(w http.ResponseWriter, r *http.Request, pol *callPolicy, err *connect.Error, reason string) {
@@ -383,72 +368,61 @@ func (a *admission) refuse(w http.ResponseWriter, r *http.Request, pol *callPoli
 	writeError(w, r, err)
 }
 
-// deadline returns r with the server's deadline for the call, when it sets
-// one: the default for a call that came without one, the maximum for one
-// that asked for more.
-func (a *admission) deadline(r *http.Request, pol *callPolicy, p protocol) (*http.Request, context.CancelFunc) {
-	asked, ok := callerTimeout(r.Header, p)
-	var d time.Duration
+// deadlines are the server deadlines of one procedure.
+type deadlines struct {
+	timeout    time.Duration // for calls without a deadline; 0: none
+	maxTimeout time.Duration // 0: none
+}
+
+// deadlinesOf returns the deadlines the rules give a procedure.
+func deadlinesOf(rules map[string]Rule, procedure string, streaming bool) deadlines {
+	service, method := splitProcedure(procedure)
+	var d deadlines
+	var streams bool
+	for _, key := range []string{service, service + "/" + method} {
+		r := rules[key]
+		if r.Timeout != 0 {
+			d.timeout = r.Timeout
+		}
+		if r.MaxTimeout != 0 {
+			d.maxTimeout = r.MaxTimeout
+		}
+		streams = streams || r.TimeoutStreams
+	}
+	if streaming && !streams {
+		return deadlines{}
+	}
+	return d
+}
+
+// apply returns ctx with the server's deadline for a call to procedure,
+// when it sets one: the default for a call that came without a deadline,
+// the maximum for one that asked for more. cancel is nil when ctx is
+// returned as is.
+func (d deadlines) apply(ctx context.Context, log *admissionLog, procedure string) (_ context.Context, cancel context.CancelFunc) {
+	if d.timeout == 0 && d.maxTimeout == 0 {
+		return ctx, nil
+	}
+	deadline, asked := ctx.Deadline()
+	var t time.Duration
 	var reason string
 	switch {
-	case !ok && pol.timeout > 0:
-		d, reason = pol.timeout, "default"
-		if pol.maxTimeout > 0 && pol.maxTimeout < d {
-			d = pol.maxTimeout
+	case !asked && d.timeout > 0:
+		t, reason = d.timeout, "default"
+		if d.maxTimeout > 0 {
+			t = min(t, d.maxTimeout)
 		}
-	case pol.maxTimeout > 0 && (!ok || asked > pol.maxTimeout):
-		d, reason = pol.maxTimeout, "max"
+	case d.maxTimeout > 0 && (!asked || time.Until(deadline) > d.maxTimeout):
+		t, reason = d.maxTimeout, "max"
 	default:
-		return r, nil
+		return ctx, nil
 	}
-	a.log.event(AdmissionEvent{Listener: a.listener, Procedure: pol.procedure, Kind: AdmissionDeadline, Reason: reason})
-	ctx, cancel := context.WithTimeout(r.Context(), d)
-	return r.WithContext(ctx), cancel
-}
-
-// callerTimeout returns the timeout a call asks for: gRPC's and gRPC-Web's
-// grpc-timeout, Connect's connect-timeout-ms.
-func callerTimeout(h http.Header, p protocol) (time.Duration, bool) {
-	if p == protocolGRPC || p == protocolGRPCWeb {
-		return parseGRPCTimeout(h.Get("Grpc-Timeout"))
-	}
-	v := h.Get("Connect-Timeout-Ms")
-	if v == "" || len(v) > 10 {
-		return 0, false
-	}
-	ms, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || ms < 0 {
-		return 0, false
-	}
-	return time.Duration(ms) * time.Millisecond, true
-}
-
-// parseGRPCTimeout parses a grpc-timeout value: at most 8 digits and a
-// unit, H, M, S, m, u or n.
-func parseGRPCTimeout(v string) (time.Duration, bool) {
-	if len(v) < 2 || len(v) > 9 {
-		return 0, false
-	}
-	n, err := strconv.ParseInt(v[:len(v)-1], 10, 64)
-	if err != nil || n < 0 {
-		return 0, false
-	}
-	units := map[byte]time.Duration{'H': time.Hour, 'M': time.Minute, 'S': time.Second, 'm': time.Millisecond, 'u': time.Microsecond, 'n': time.Nanosecond}
-	unit, ok := units[v[len(v)-1]]
-	if !ok {
-		return 0, false
-	}
-	if n > math.MaxInt64/int64(unit) {
-		return math.MaxInt64, true
-	}
-	return time.Duration(n) * unit, true
+	log.event(AdmissionEvent{Procedure: procedure, Kind: AdmissionDeadline, Reason: reason})
+	return context.WithTimeout(ctx, t)
 }
 
 // leave ends an admitted call.
 func (t ticket) leave() {
-	if t.cancel != nil {
-		t.cancel()
-	}
 	if t.counted {
 		t.a.inFlight.Add(-1)
 	}

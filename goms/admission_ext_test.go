@@ -2,6 +2,7 @@ package goms_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"math"
 	"net"
@@ -413,5 +414,34 @@ interceptors:
 	}
 	if _, err := goms.New(cfg); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestServerDeadlineREST checks that a REST call, which carries no
+// deadline, gets its method's default.
+func TestServerDeadlineREST(t *testing.T) {
+	t.Parallel()
+	run := gomstest.Start(t, goms.Config{
+		Listeners: []goms.Listener{{Name: "http", Mode: goms.ModeHTTP, REST: true}},
+		Interceptors: goms.Interceptors{Rules: map[string]goms.Rule{
+			gomsv1connect.GoMsServiceName + "/Get": {Timeout: 3 * time.Second},
+		}},
+	}, func(srv *goms.Server) error {
+		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(deadlineService{}, srv.HandlerOptions()...))
+	})
+	res, err := gomstest.HTTP1(t).Get(run.URL("http") + "/goms/0123456789abcdef")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var body struct {
+		Item struct{ Name string }
+	}
+	if err := json.NewDecoder(res.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	left, err := time.ParseDuration(body.Item.Name)
+	if err != nil || left < 2500*time.Millisecond || left > 3*time.Second {
+		t.Errorf("the handler of a REST call had %q left; want about 3s", body.Item.Name)
 	}
 }

@@ -90,10 +90,12 @@ func TestLimiterFollowsLatency(t *testing.T) {
 		t.Errorf("nothing shed while calls were slow")
 	}
 	latency.Store(int64(2 * time.Millisecond))
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(time.Second)
 	shed.Store(0)
 	time.Sleep(time.Second)
-	if n := shed.Load(); n > 0 {
+	// About 1000 calls a second: a few shed as a slow spell of the
+	// machine comes and goes are noise, a limit stuck low is not.
+	if n := shed.Load(); n > 10 {
 		t.Errorf("%d calls shed in the second after calls were fast again (limit %d, was %d)", n, l.limit.Load(), slow)
 	}
 }

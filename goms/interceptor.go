@@ -245,15 +245,21 @@ type dispatchInterceptor struct {
 func (d dispatchInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	var once sync.Once
 	var chain connect.UnaryFunc
+	var limits deadlines
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 		once.Do(func() {
 			chain = next
 			for _, ic := range d.s.interceptorsFor(req.Spec().Procedure) {
 				chain = ic.WrapUnary(chain)
 			}
+			limits = deadlinesOf(d.s.cfg.Interceptors.Rules, req.Spec().Procedure, false)
 		})
 		if len(d.s.cfg.Propagate) > 0 {
 			ctx = context.WithValue(ctx, inboundHeaderKey{}, req.Header())
+		}
+		ctx, cancel := limits.apply(ctx, d.s.admissionLog, req.Spec().Procedure)
+		if cancel != nil {
+			defer cancel()
 		}
 		return chain(ctx, req)
 	}
@@ -266,15 +272,21 @@ func (d dispatchInterceptor) WrapStreamingClient(next connect.StreamingClientFun
 func (d dispatchInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	var once sync.Once
 	var chain connect.StreamingHandlerFunc
+	var limits deadlines
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
 		once.Do(func() {
 			chain = next
 			for _, ic := range d.s.interceptorsFor(conn.Spec().Procedure) {
 				chain = ic.WrapStreamingHandler(chain)
 			}
+			limits = deadlinesOf(d.s.cfg.Interceptors.Rules, conn.Spec().Procedure, conn.Spec().StreamType != connect.StreamTypeUnary)
 		})
 		if len(d.s.cfg.Propagate) > 0 {
 			ctx = context.WithValue(ctx, inboundHeaderKey{}, conn.RequestHeader())
+		}
+		ctx, cancel := limits.apply(ctx, d.s.admissionLog, conn.Spec().Procedure)
+		if cancel != nil {
+			defer cancel()
 		}
 		return chain(ctx, conn)
 	}

@@ -432,7 +432,8 @@ func (l *listener) route(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h := l.routes.rpc(path)
-	if h == nil && l.rest != nil && p != protocolGRPC && p != protocolGRPCWeb {
+	rest := h == nil && l.rest != nil && p != protocolGRPC && p != protocolGRPCWeb
+	if rest {
 		// REST requests look like Connect (GET, application/json POST)
 		// or like nothing (PATCH, DELETE); the transcoder answers the
 		// paths it does not know as below.
@@ -442,7 +443,7 @@ func (l *listener) route(w http.ResponseWriter, r *http.Request) {
 		writeError(notFoundWriter{w}, r, unknownProcedure(l.Name, path))
 		return
 	}
-	t, r, ok := l.admission.admit(w, r, path, p)
+	t, ok := l.admission.admit(w, r, path, p, rest)
 	if !ok {
 		return
 	}
