@@ -237,13 +237,14 @@ type admission struct {
 func newAdmission(name string, cfg Listener, rules map[string]Rule, log *admissionLog) *admission {
 	a := &admission{
 		listener:    name,
+		off:         name == AdminListenerName,
 		log:         log,
 		maxInFlight: int64(cfg.MaxInFlight),
 		rules:       rules,
 		policies:    make(map[string]*callPolicy),
 	}
 	pushback := 100 * time.Millisecond
-	if !cfg.AdaptiveLimit.Disabled {
+	if !cfg.AdaptiveLimit.Disabled && !a.off {
 		a.limiter = newLimiter(cfg.AdaptiveLimit, func(old, limit int) { log.limit(name, old, limit) })
 		pushback = cfg.AdaptiveLimit.Window
 		for _, o := range log.observers {
@@ -459,7 +460,8 @@ type limiter struct {
 	windows int
 	slow    int // windows in a row slower than tolerance allows
 	// good holds, for each of the last len(good) seconds, the most calls
-	// in flight in a window whose latency was within tolerance: the limit
+	// in flight on average in a window whose latency was within
+	// tolerance: the limit
 	// does not shrink below what ran fine a moment ago, so that latency
 	// that grows while concurrency does not (a neighbour on the machine,
 	// a collection) sheds nothing.
@@ -533,7 +535,7 @@ func (l *limiter) update(now int64) {
 	if now-l.begun.Load() < l.window {
 		return // another call closed it
 	}
-	l.begun.Store(now)
+	began := l.begun.Swap(now)
 	count := l.count.Swap(0)
 	sum := l.sum.Swap(0)
 	peak := l.peak.Swap(l.inFlight.Load())
@@ -562,11 +564,15 @@ func (l *limiter) update(now int64) {
 		l.slow++
 	} else {
 		l.slow = 0
+		// The calls in flight on average over the window (Little's law):
+		// its peak may come from its last moment, after the latencies
+		// measured.
+		ran := sum / max(1, now-began)
 		g := &l.good[second%int64(len(l.good))]
 		if g.second != second {
 			g.second, g.peak = second, 0
 		}
-		g.peak = max(g.peak, peak)
+		g.peak = max(g.peak, ran)
 	}
 	switch {
 	case gradient < 1 && l.slow < slowWindows:

@@ -276,7 +276,6 @@ func New(cfg Config) (_ *Server, err error) {
 		}
 		l := newListener(s, lc, nil)
 		l.admin = true
-		l.admission.off = true
 		s.listeners = append(s.listeners, l)
 	}
 	s.remotes = make(map[string]*remote)
