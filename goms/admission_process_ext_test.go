@@ -118,7 +118,12 @@ type phaseResult struct {
 	latencies              []time.Duration // of successful calls
 }
 
-func (r phaseResult) goodput() float64 { return float64(r.ok) / r.duration.Seconds() }
+func (r phaseResult) goodput() float64 {
+	if r.ok == 0 {
+		return 0
+	}
+	return float64(r.ok) / r.duration.Seconds()
+}
 
 func (r phaseResult) p99() time.Duration {
 	if len(r.latencies) == 0 {
@@ -134,6 +139,9 @@ func (r phaseResult) p99() time.Duration {
 // lost, not sent).
 func (lc *loadClient) openLoop(name string, rate float64, d time.Duration) phaseResult {
 	r := phaseResult{name: name, offered: rate, duration: d}
+	if rate <= 0 {
+		return r
+	}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 5000)
@@ -275,6 +283,7 @@ func runOverload(t *testing.T, adaptive bool) overloadRun {
 			round.health, rss = lc.watch(t, p, stop)
 			run.rss = max(run.rss, rss)
 		}()
+		time.Sleep(time.Second) // the last round's calls end
 		round.unloaded = lc.closedLoop("unloaded", 1, d)
 		round.capacity = lc.closedLoop("capacity", 8, d)
 		capacity := round.capacity.goodput()
