@@ -55,7 +55,7 @@ func (p Priority) valid() bool {
 // AdaptiveLimit configures a listener's adaptive concurrency limit, on by
 // default. The limit follows the latency of the listener's unary calls,
 // measured over windows of Window: while it stays within Tolerance times
-// its long-run average the limit may grow (when calls use at least half of
+// its long-run average, or within Slack of it, the limit may grow (when calls use at least half of
 // it), and when calls stay slower for three windows in a row the limit
 // shrinks, by half per window at most, but not below the most calls that
 // ran with good latency in the last 30 seconds: latency that grows while
@@ -76,6 +76,11 @@ type AdaptiveLimit struct {
 	// get before the limit shrinks: 1.5 lets latency grow by half.
 	// Default 1.5; at least 1.
 	Tolerance float64 `yaml:"tolerance"`
+	// Slack is how much slower than their long-run average calls may get,
+	// whatever Tolerance allows, before the limit shrinks: fast calls
+	// that queue a little on a busy CPU (50 calls of 100µs each wait 5ms)
+	// are not an overload. Default 20ms.
+	Slack time.Duration `yaml:"slack"`
 	// Window is how often the limit is updated, given at least 10 calls
 	// ended. Default 100ms.
 	Window time.Duration `yaml:"window"`
@@ -83,8 +88,11 @@ type AdaptiveLimit struct {
 
 // check validates the configuration and applies its defaults.
 func (a AdaptiveLimit) check() (AdaptiveLimit, error) {
-	if a.Min < 0 || a.Max < 0 || a.Tolerance < 0 || a.Window < 0 {
-		return a, fmt.Errorf("adaptive_limit: min, max, tolerance and window must not be negative")
+	if a.Min < 0 || a.Max < 0 || a.Tolerance < 0 || a.Window < 0 || a.Slack < 0 {
+		return a, fmt.Errorf("adaptive_limit: min, max, tolerance, slack and window must not be negative")
+	}
+	if a.Slack == 0 {
+		a.Slack = 20 * time.Millisecond
 	}
 	if a.Min == 0 {
 		a.Min = 4
@@ -435,9 +443,9 @@ func (t ticket) leave() {
 // limiter is an adaptive concurrency limit in the manner of Netflix's
 // gradient limit. Each window, the mean latency of the calls that ended
 // (short) is compared with its long-run average (long). When short stays
-// above tolerance × long for slowWindows in a row, the limit shrinks to
-// the calls that ran in the window times tolerance × long / short (by
-// half at most), but not below the most calls that ran with good latency
+// above both tolerance × long and long + slack for slowWindows in a row,
+// the limit shrinks to the calls that ran in the window times the larger
+// of those over short (by half at most), but not below the most calls that ran with good latency
 // in the last 30 seconds; otherwise it grows by a little headroom, while
 // calls use at least half of it. The long-run average learns slowly from
 // windows at the limit, so that sustained overload does not teach it that
@@ -445,7 +453,8 @@ func (t ticket) leave() {
 type limiter struct {
 	minLimit, maxLimit float64
 	tolerance          float64
-	window             int64 // nanoseconds
+	slack              float64 // nanoseconds
+	window             int64   // nanoseconds
 	onChange           func(old, limit int)
 
 	limit    atomic.Int64
@@ -484,6 +493,7 @@ func newLimiter(cfg AdaptiveLimit, onChange func(old, limit int)) *limiter {
 		minLimit:  float64(cfg.Min),
 		maxLimit:  float64(cfg.Max),
 		tolerance: cfg.Tolerance,
+		slack:     float64(cfg.Slack),
 		window:    int64(cfg.Window),
 		onChange:  onChange,
 		est:       float64(cfg.Max),
@@ -557,7 +567,7 @@ func (l *limiter) update(now int64) {
 	default:
 		l.long += (short - l.long) / 600
 	}
-	gradient := max(0.5, min(1, l.tolerance*l.long/short))
+	gradient := max(0.5, min(1, max(l.tolerance*l.long, l.long+l.slack)/short))
 	est := l.est
 	second := now / int64(time.Second)
 	if gradient < 1 {

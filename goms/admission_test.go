@@ -54,7 +54,7 @@ func TestLimiterFollowsLatency(t *testing.T) {
 	t.Parallel()
 	l := testLimiter(t, AdaptiveLimit{Window: 20 * time.Millisecond})
 	var latency, shed atomic.Int64
-	latency.Store(int64(2 * time.Millisecond))
+	latency.Store(int64(5 * time.Millisecond))
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	wg.Go(func() {
@@ -80,16 +80,16 @@ func TestLimiterFollowsLatency(t *testing.T) {
 	defer func() { close(stop); wg.Wait() }()
 	time.Sleep(time.Second)
 	before := l.limit.Load()
-	latency.Store(int64(20 * time.Millisecond))
+	latency.Store(int64(50 * time.Millisecond))
 	time.Sleep(time.Second)
 	slow := l.limit.Load()
-	if slow > before/4 || slow > 20 {
+	if slow > before/4 || slow > 25 {
 		t.Fatalf("the limit went from %d to %d after a second of 10x slower calls; want it down to what ran before", before, slow)
 	}
 	if shed.Load() == 0 {
 		t.Errorf("nothing shed while calls were slow")
 	}
-	latency.Store(int64(2 * time.Millisecond))
+	latency.Store(int64(5 * time.Millisecond))
 	time.Sleep(time.Second)
 	shed.Store(0)
 	time.Sleep(time.Second)
