@@ -47,7 +47,7 @@ run-distributed: ## Run goms, child and an edge as three processes on loopback (
 	wait
 
 .PHONY: test
-test: test-go test-deploy fuzz conformance test-web ## Run every check CI runs: Go tests with -race, the Kubernetes manifests, fuzzing, the conformance suite, the browser test
+test: test-go overload-quick test-deploy fuzz conformance test-web ## Run every check CI runs: Go tests with -race, the overload tests (short), the Kubernetes manifests, fuzzing, the conformance suite, the browser test
 
 .PHONY: iproute2
 iproute2: ## Install Debian's iproute2 (the multi-host test's ip) unless ip is there; the test skips without root or ip
@@ -84,6 +84,18 @@ faults: ## Fault matrix of remote calls with real processes, 8s a phase (make te
 .PHONY: soak
 soak: ## Load a goms server process with every protocol for 60s: zero errors, flat RSS and goroutines (TestSoak)
 	GOMS_SOAK=60s $(GO) test $(TESTFLAGS) -run '^TestSoak$$' -v ./goms/
+
+# The overload tests drive a server process with a load generator, which
+# must not run under the race detector: they build without it.
+OVERLOAD_TESTS := '^(TestOverload|TestLatencyJump)$$'
+
+.PHONY: overload
+overload: ## Drive a goms server process at 1x, 3x, 10x its capacity for 10s each, limiter on and off, and a 10x latency jump
+	GOMS_OVERLOAD=10s $(GO) test -count=1 -timeout=20m -run $(OVERLOAD_TESTS) -v ./goms/
+
+.PHONY: overload-quick
+overload-quick: ## The overload tests with 2s phases (~2 min), as make test runs them
+	GOMS_OVERLOAD=2s $(GO) test -count=1 -timeout=10m -run $(OVERLOAD_TESTS) -v ./goms/
 
 .PHONY: generate
 generate: $(WEB_DEPS) $(DOCSUI_DEPS) ## Regenerate gen/, the page's TypeScript and its bundle from proto/ (and the conformance protos), the docs page's bundle

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
@@ -16,7 +17,8 @@ import (
 // Names of the interceptors goms knows, in the order they run, outermost
 // first. A call passes tracing, then metrics, then the access log, then
 // recovery (so that a panic anywhere below is logged and counted as
-// internal), then auth and validation, then any plugin interceptors in
+// internal), then auth, rate limits (which tell callers apart by the
+// identity auth found) and validation, then any plugin interceptors in
 // Config.Plugins order, then the handler.
 const (
 	InterceptorTracing   = "tracing"
@@ -24,12 +26,16 @@ const (
 	InterceptorAccessLog = "accesslog"
 	InterceptorRecovery  = "recovery"
 	InterceptorAuth      = "auth"
+	// InterceptorRateLimit applies the rate limits of Interceptors.Rules.
+	// It runs on every procedure a rule gives a rate limit, whatever
+	// Default and the rules select.
+	InterceptorRateLimit = "ratelimit"
 	InterceptorValidate  = "validate"
 )
 
 var interceptorOrder = []string{
 	InterceptorTracing, InterceptorMetrics, InterceptorAccessLog,
-	InterceptorRecovery, InterceptorAuth, InterceptorValidate,
+	InterceptorRecovery, InterceptorAuth, InterceptorRateLimit, InterceptorValidate,
 }
 
 // Plugin adds a named interceptor to a server, such as the metrics of
@@ -74,10 +80,47 @@ type Interceptors struct {
 	Rules map[string]Rule `yaml:"rules"`
 }
 
-// Rule adds interceptors to, or removes them from, a service or method.
+// Rule adds interceptors to, or removes them from, a service or method,
+// and sets the limits of its calls: priority when the listener sheds load,
+// rate limit and server deadlines. A method's fields that are set win over
+// its service's.
 type Rule struct {
 	Add    []string `yaml:"add"`
 	Remove []string `yaml:"remove"`
+	// Priority says how soon an overloaded listener sheds the calls:
+	// PrioritySheddable first, PriorityCritical last. Default
+	// PriorityNormal. Health checks and reflection are never shed.
+	Priority Priority `yaml:"priority"`
+	// RateLimit bounds the rate of calls, for all callers or per caller.
+	// Default: no limit.
+	RateLimit RateLimit `yaml:"rate_limit"`
+	// Timeout is the deadline the server gives calls that come without
+	// one. Default 0: none.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxTimeout caps the deadline of every call: a caller asking for
+	// more, or for none, gets MaxTimeout (or Timeout when it is shorter
+	// and the caller asked for none). Default 0: no cap.
+	MaxTimeout time.Duration `yaml:"max_timeout"`
+	// TimeoutStreams applies Timeout and MaxTimeout to streaming methods
+	// too; by default they apply to unary methods only, as a stream may
+	// rightly stay open for hours.
+	TimeoutStreams bool `yaml:"timeout_streams"`
+}
+
+// check validates the limits of a rule and applies their defaults.
+func (r Rule) check(key string) (Rule, error) {
+	if !r.Priority.valid() {
+		return r, fmt.Errorf("goms: interceptors.rules[%q]: priority %q: want %q, %q or %q", key, r.Priority, PriorityCritical, PriorityNormal, PrioritySheddable)
+	}
+	if r.Timeout < 0 || r.MaxTimeout < 0 {
+		return r, fmt.Errorf("goms: interceptors.rules[%q]: timeout and max_timeout must not be negative", key)
+	}
+	rl, err := r.RateLimit.check()
+	if err != nil {
+		return r, fmt.Errorf("goms: interceptors.rules[%q]: %w", key, err)
+	}
+	r.RateLimit = rl
+	return r, nil
 }
 
 // quietServices are the services whose calls the default selection keeps
@@ -119,6 +162,9 @@ func newChains(named map[string]connect.Interceptor, plugins []string, cfg Inter
 		c.defaults = c.order
 	}
 	for key, rule := range cfg.Rules {
+		if key == "" || strings.Count(key, "/") > 1 {
+			return nil, fmt.Errorf("goms: interceptors.rules[%q]: want a service (\"pkg.Service\") or a method (\"pkg.Service/Method\")", key)
+		}
 		for _, name := range slices.Concat(rule.Add, rule.Remove) {
 			if _, ok := named[name]; !ok {
 				return nil, fmt.Errorf("goms: interceptors.rules[%q]: unknown interceptor %q (have %s)", key, name, quoteAll(c.order))
@@ -162,6 +208,9 @@ func (c *chains) names(procedure string) []string {
 			delete(selected, name)
 		}
 	}
+	if _, ok := c.named[InterceptorRateLimit]; ok {
+		selected[InterceptorRateLimit] = true
+	}
 	var out []string
 	for _, name := range c.order {
 		if selected[name] {
@@ -199,15 +248,21 @@ type dispatchInterceptor struct {
 func (d dispatchInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	var once sync.Once
 	var chain connect.UnaryFunc
+	var limits deadlines
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 		once.Do(func() {
 			chain = next
 			for _, ic := range d.s.interceptorsFor(req.Spec().Procedure, d.edge) {
 				chain = ic.WrapUnary(chain)
 			}
+			limits = deadlinesOf(d.s.cfg.Interceptors.Rules, req.Spec().Procedure, false)
 		})
 		if len(d.s.cfg.Propagate) > 0 {
 			ctx = context.WithValue(ctx, inboundHeaderKey{}, req.Header())
+		}
+		ctx, cancel := limits.apply(ctx, d.s.admissionLog, req.Spec().Procedure)
+		if cancel != nil {
+			defer cancel()
 		}
 		return chain(ctx, req)
 	}
@@ -220,15 +275,21 @@ func (d dispatchInterceptor) WrapStreamingClient(next connect.StreamingClientFun
 func (d dispatchInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	var once sync.Once
 	var chain connect.StreamingHandlerFunc
+	var limits deadlines
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
 		once.Do(func() {
 			chain = next
 			for _, ic := range d.s.interceptorsFor(conn.Spec().Procedure, d.edge) {
 				chain = ic.WrapStreamingHandler(chain)
 			}
+			limits = deadlinesOf(d.s.cfg.Interceptors.Rules, conn.Spec().Procedure, conn.Spec().StreamType != connect.StreamTypeUnary)
 		})
 		if len(d.s.cfg.Propagate) > 0 {
 			ctx = context.WithValue(ctx, inboundHeaderKey{}, conn.RequestHeader())
+		}
+		ctx, cancel := limits.apply(ctx, d.s.admissionLog, conn.Spec().Procedure)
+		if cancel != nil {
+			defer cancel()
 		}
 		return chain(ctx, conn)
 	}
@@ -253,11 +314,25 @@ func (s *Server) interceptorsFor(procedure string, edge bool) []connect.Intercep
 func (s *Server) initInterceptors() error {
 	named := map[string]connect.Interceptor{
 		InterceptorRecovery:  recoverInterceptor{logger: s.logger},
-		InterceptorAccessLog: accessLogInterceptor{logger: s.logger, level: s.cfg.Log.accessLevel()},
+		InterceptorAccessLog: accessLogInterceptor{logger: s.logger, level: s.cfg.Log.accessLevel(), file: s.accessFile},
 	}
 	auth, err := checkAuth(s.cfg, s.logger)
 	if err != nil {
 		return err
+	}
+	rules := make(map[string]Rule, len(s.cfg.Interceptors.Rules))
+	for key, rule := range s.cfg.Interceptors.Rules {
+		if rules[key], err = rule.check(key); err != nil {
+			return err
+		}
+	}
+	s.cfg.Interceptors.Rules = rules
+	rateLimits, err := newRateLimitInterceptor(rules, s.admissionLog)
+	if err != nil {
+		return err
+	}
+	if rateLimits != nil {
+		named[InterceptorRateLimit] = rateLimits
 	}
 	if auth != nil {
 		named[InterceptorAuth] = auth

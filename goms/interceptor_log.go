@@ -48,6 +48,7 @@ func requestID(h interface{ Get(string) string }) string {
 type accessLogInterceptor struct {
 	logger *slog.Logger
 	level  slog.Level
+	file   *accessFile // when set, records go there instead
 }
 
 func (a accessLogInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
@@ -61,7 +62,7 @@ func (a accessLogInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFun
 		} else if ce := asConnectError(err); ce != nil {
 			ce.Meta().Set(RequestIDHeader, id)
 		}
-		if a.logger.Enabled(ctx, a.level) {
+		if a.file != nil || a.logger.Enabled(ctx, a.level) {
 			var resBytes int
 			if res != nil {
 				resBytes = messageSize(res.Any())
@@ -84,7 +85,7 @@ func (a accessLogInterceptor) WrapStreamingHandler(next connect.StreamingHandler
 		ctx = context.WithValue(ctx, requestIDKey{}, id)
 		counted := &countingConn{StreamingHandlerConn: conn}
 		err := next(ctx, counted)
-		if a.logger.Enabled(ctx, a.level) {
+		if a.file != nil || a.logger.Enabled(ctx, a.level) {
 			a.log(ctx, conn.Spec().Procedure, conn.Peer(), id, start, err, counted.recvBytes, counted.sentBytes, counted.recv, counted.sent)
 		}
 		return err
@@ -92,6 +93,10 @@ func (a accessLogInterceptor) WrapStreamingHandler(next connect.StreamingHandler
 }
 
 func (a accessLogInterceptor) log(ctx context.Context, procedure string, peer connect.Peer, id string, start time.Time, err error, reqBytes, resBytes, reqMsgs, resMsgs int) {
+	if a.file != nil {
+		a.file.record(procedure, peer, id, start, err, reqBytes, resBytes, reqMsgs, resMsgs)
+		return
+	}
 	code := "ok"
 	if err != nil {
 		code = connect.CodeOf(err).String()

@@ -75,6 +75,7 @@ func (s *Server) shutdown() {
 		if s.stopRemotes != nil {
 			s.stopRemotes()
 		}
+		s.closeAccessFile()
 	}()
 
 	if s.cfg.DrainDelay > 0 {

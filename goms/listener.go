@@ -11,8 +11,6 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"strings"
-	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -82,11 +80,14 @@ type Listener struct {
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
 	// MaxInFlight bounds the calls the listener runs at once, streams
-	// included: a call beyond it fails at once with CodeUnavailable, which
-	// clients retry elsewhere, instead of queuing without bound. Health
-	// checks and reflection are not counted. 0, the default, means no
-	// limit.
+	// included, whatever their priority: a call beyond it fails at once
+	// with CodeUnavailable, which clients retry elsewhere, instead of
+	// queuing without bound. Health checks and reflection are not
+	// counted. 0, the default, means no limit but AdaptiveLimit.
 	MaxInFlight int `yaml:"max_in_flight"`
+	// AdaptiveLimit bounds the unary calls the listener runs at once with
+	// a limit that follows their latency. On by default.
+	AdaptiveLimit AdaptiveLimit `yaml:"adaptive_limit"`
 	// ClientCAFile names a PEM file of the certificate authorities that
 	// sign client certificates. When set, the listener requires mutual
 	// TLS: callers without a certificate those authorities signed are
@@ -184,6 +185,11 @@ func (l Listener) check() (Listener, *tls.Config, error) {
 	if l.MinBodyRateGrace == 0 {
 		l.MinBodyRateGrace = defaultMinBodyRateGrace
 	}
+	adaptive, err := l.AdaptiveLimit.check()
+	if err != nil {
+		return l, nil, fmt.Errorf("goms: listener %q: %w", l.Name, err)
+	}
+	l.AdaptiveLimit = adaptive
 	if l.Mode == ModeGRPC && (l.REST || l.OpenAPI || len(l.CORS.AllowedOrigins) > 0) {
 		return l, nil, fmt.Errorf("goms: listener %q: rest, openapi and cors need mode %q or %q: mode %q serves gRPC only", l.Name, ModeHTTP, ModeGateway, l.Mode)
 	}
@@ -279,9 +285,8 @@ type listener struct {
 	// rejections holds the error answered for each protocol the mode
 	// excludes, built once.
 	rejections [protocolConnect + 1]*connect.Error
-	// inFlight counts the calls MaxInFlight limits.
-	inFlight   atomic.Int64
-	overloaded *connect.Error
+	// admission decides which calls run, and until when.
+	admission *admission
 	// cors answers preflights and adds CORS headers before route runs;
 	// nil unless CORS allows an origin.
 	cors http.Handler
@@ -293,8 +298,7 @@ type listener struct {
 func newListener(s *Server, cfg Listener, tlsConfig *tls.Config) *listener {
 	l := &listener{Listener: cfg, tlsConfig: tlsConfig, routes: newRoutes(),
 		maxHeaderBlock: s.cfg.MaxHeaderBytes + headerBlockSlack}
-	l.overloaded = connect.NewError(connect.CodeUnavailable, fmt.Errorf(
-		"listener %q is overloaded: %d calls in flight; retry later or on another replica", cfg.Name, cfg.MaxInFlight))
+	l.admission = newAdmission(cfg.Name, cfg, s.cfg.Interceptors.Rules, s.admissionLog)
 	for p := range l.rejections {
 		l.rejections[p] = rejection(cfg.Name, cfg.Mode, protocol(p))
 	}
@@ -428,7 +432,8 @@ func (l *listener) route(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h := l.routes.rpc(path)
-	if h == nil && l.rest != nil && p != protocolGRPC && p != protocolGRPCWeb {
+	rest := h == nil && l.rest != nil && p != protocolGRPC && p != protocolGRPCWeb
+	if rest {
 		// REST requests look like Connect (GET, application/json POST)
 		// or like nothing (PATCH, DELETE); the transcoder answers the
 		// paths it does not know as below.
@@ -438,20 +443,12 @@ func (l *listener) route(w http.ResponseWriter, r *http.Request) {
 		writeError(notFoundWriter{w}, r, unknownProcedure(l.Name, path))
 		return
 	}
-	if l.MaxInFlight > 0 && !exemptFromLimit(path) {
-		defer l.inFlight.Add(-1)
-		if l.inFlight.Add(1) > int64(l.MaxInFlight) {
-			writeError(w, r, l.overloaded)
-			return
-		}
+	t, ok := l.admission.admit(w, r, path, p, rest)
+	if !ok {
+		return
 	}
+	defer t.leave()
 	h.ServeHTTP(w, r)
-}
-
-// exemptFromLimit reports whether a procedure stays out of MaxInFlight:
-// health checks must answer while the listener sheds load.
-func exemptFromLimit(path string) bool {
-	return strings.HasPrefix(path, "/grpc.health.v1.") || strings.HasPrefix(path, "/grpc.reflection.")
 }
 
 // rejectNonRPC answers a request that is no RPC at all (a method other

@@ -83,7 +83,14 @@ type serverProcess struct {
 // listens. The test's cleanup kills it if it still runs.
 func startServerProcess(t *testing.T, name string, args ...string) *serverProcess {
 	t.Helper()
-	p, err := tryStartServerProcess(t, name, args...)
+	return startProcess(t, exec.Command(serverBinary(t), args...), name)
+}
+
+// startProcess starts cmd, a server that prints its addresses as a JSON
+// object on its first line, and waits until it listens.
+func startProcess(t *testing.T, cmd *exec.Cmd, name string) *serverProcess {
+	t.Helper()
+	p, err := tryStartProcess(t, cmd, name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,12 +101,18 @@ func startServerProcess(t *testing.T, name string, args ...string) *serverProces
 // process does not start listening.
 func tryStartServerProcess(t *testing.T, name string, args ...string) (*serverProcess, error) {
 	t.Helper()
+	return tryStartProcess(t, exec.Command(serverBinary(t), args...), name)
+}
+
+// tryStartProcess is startProcess, returning an error when the process
+// does not start listening. The test's cleanup kills it if it still runs.
+func tryStartProcess(t *testing.T, cmd *exec.Cmd, name string) (*serverProcess, error) {
+	t.Helper()
 	stderr, err := os.CreateTemp(t.TempDir(), name+"-*.stderr")
 	if err != nil {
 		return nil, err
 	}
 	defer stderr.Close()
-	cmd := exec.Command(serverBinary(t), args...)
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

@@ -122,6 +122,19 @@ type Log struct {
 	// per call costs more CPU than the rest of the default interceptors
 	// together. Set it to info to see every call.
 	AccessLevel *slog.Level `yaml:"access_level"`
+	// AccessFile, when set, sends the access log records, one JSON line
+	// per call (every call, whatever AccessLevel), to this file (appended
+	// to) instead of the logger. They go through a buffer of AccessBuffer
+	// bytes that a goroutine writes out at least every 200ms, so that a
+	// call does not wait on the disk: about a fifth of the CPU a record
+	// through slog's JSON handler and an unbuffered file costs. Records
+	// that do not fit while the disk lags are dropped and the count is
+	// logged at warn level; the buffer is written out when the server
+	// stops. Default: none, records go to the logger.
+	AccessFile string `yaml:"access_file"`
+	// AccessBuffer is the size of AccessFile's buffer, in bytes. Default
+	// DefaultAccessBuffer (1 MiB).
+	AccessBuffer int `yaml:"access_buffer"`
 }
 
 // accessLevel returns the level of access log records.
@@ -174,6 +187,10 @@ type Server struct {
 	// inProcess routes the in-process calls of Client by procedure path;
 	// set by Listen.
 	inProcess atomic.Pointer[map[string]inProcessRoute]
+	// admissionLog reports the decisions of admission and rate limits.
+	admissionLog *admissionLog
+	// accessFile is where access records go when Log.AccessFile is set.
+	accessFile *accessFile
 
 	// base is the parent of every request context; cancelling it with
 	// errShuttingDown ends the calls still running after the grace period.
@@ -202,8 +219,8 @@ const (
 
 // New checks cfg and returns a server that does not listen yet. Errors name
 // the field at fault.
-func New(cfg Config) (*Server, error) {
-	cfg, err := cfg.withDefaults()
+func New(cfg Config) (_ *Server, err error) {
+	cfg, err = cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
@@ -218,6 +235,26 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.closing, s.cancelClosing = context.WithCancel(context.Background())
 	s.health.SetStatus("", grpchealth.StatusNotServing)
+	s.admissionLog = newAdmissionLog(s.logger, cfg.Plugins)
+	if cfg.Log.AccessFile != "" {
+		if cfg.Log.AccessBuffer < 0 {
+			return nil, fmt.Errorf("goms: log.access_buffer: %d is negative", cfg.Log.AccessBuffer)
+		}
+		if cfg.Log.AccessBuffer == 0 {
+			cfg.Log.AccessBuffer = DefaultAccessBuffer
+		}
+		f, err := openAccessFile(cfg.Log.AccessFile, cfg.Log.AccessBuffer, cfg.Log.accessLevel(), s.logger)
+		if err != nil {
+			return nil, err
+		}
+		s.accessFile = f
+		f.start()
+		defer func() {
+			if err != nil {
+				s.closeAccessFile()
+			}
+		}()
+	}
 	if err := s.initInterceptors(); err != nil {
 		return nil, err
 	}
@@ -432,6 +469,9 @@ func (s *Server) Listen() error {
 		}
 		l.ln = ln
 	}
+	for _, l := range s.listeners {
+		l.admission.resolve(l.routes.procedures)
+	}
 	s.buildInProcessRoutes()
 	s.state = stateListening
 	return nil
@@ -512,6 +552,7 @@ func (s *Server) Close() error {
 		s.stopRemotes()
 	}
 	s.closeRemotes()
+	defer s.closeAccessFile()
 	var errs []error
 	for _, l := range s.listeners {
 		if prev == stateServing || prev == stateShuttingDown {
@@ -543,4 +584,14 @@ func (s *Server) setServing() {
 		s.health.SetStatus(name, st)
 	}
 	s.ready.Store(true)
+}
+
+// closeAccessFile writes out the access log file's buffer and closes it.
+func (s *Server) closeAccessFile() {
+	if s.accessFile == nil {
+		return
+	}
+	if err := s.accessFile.close(); err != nil {
+		s.logger.Error("goms: log.access_file: closing", "err", err)
+	}
 }

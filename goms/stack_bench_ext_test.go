@@ -2,9 +2,11 @@ package goms_test
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"testing"
 
 	"connectrpc.com/connect"
@@ -44,6 +46,7 @@ func BenchmarkDefaultStack(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
+			b.Cleanup(func() { _ = srv.Close() })
 			_, h := gomsv1connect.NewGoMsServiceHandler(svc, srv.HandlerOptions()...)
 			return h
 		}
@@ -63,6 +66,21 @@ func BenchmarkDefaultStack(b *testing.B) {
 			b.Fatal(err)
 		}
 		return t
+	}
+	// Tracing on as the observed stack of make bench runs it: sampling
+	// off in goms/otel's own provider, which skips the span of calls
+	// without trace context.
+	never := 0.0
+	ratio0 := func(b *testing.B) goms.Plugin {
+		t, err := otel.New(b.Context(), otel.Config{Enabled: true, SampleRatio: &never, Endpoint: "127.0.0.1:4318", Insecure: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = t.Shutdown(context.Background()) })
+		return t
+	}
+	accessFile := func(b *testing.B) goms.Log {
+		return goms.Log{AccessFile: filepath.Join(b.TempDir(), "access.log")}
 	}
 	observed := func(b *testing.B, extra ...goms.Plugin) []goms.Plugin {
 		return append([]goms.Plugin{metrics(b), tracing(b)}, extra...)
@@ -89,6 +107,17 @@ func BenchmarkDefaultStack(b *testing.B) {
 		// metrics + tracing (not sampled) + JSON access log + recovery.
 		{"metrics-tracing-log", func(b *testing.B) http.Handler {
 			return withServer(goms.Config{Logger: jsonLog, Plugins: observed(b)})(b)
+		}},
+		// The access log in a file (Log.AccessFile), alone and with
+		// metrics and tracing at sample ratio 0: the observed stack.
+		{"default-access-file", func(b *testing.B) http.Handler {
+			return withServer(goms.Config{Logger: discard, Log: accessFile(b)})(b)
+		}},
+		{"tracing-ratio0", func(b *testing.B) http.Handler {
+			return withServer(goms.Config{Logger: discard, Plugins: []goms.Plugin{ratio0(b)}})(b)
+		}},
+		{"metrics-ratio0-file", func(b *testing.B) http.Handler {
+			return withServer(goms.Config{Logger: discard, Log: accessFile(b), Plugins: []goms.Plugin{metrics(b), ratio0(b)}})(b)
 		}},
 		// the same and protovalidate.
 		{"metrics-tracing-log-validate", func(b *testing.B) http.Handler {

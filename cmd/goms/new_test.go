@@ -66,6 +66,8 @@ func TestNewProject(t *testing.T) {
 	runIn(t, dir, "go", "build", "-o", "bin/shop", ".")
 	cmd := exec.Command("bin/shop", "-set", "listeners.public.address=127.0.0.1:0", "-set", "admin.address=127.0.0.1:0")
 	cmd.Dir = dir
+	// The program reads GOMS_* variables as configuration: none of ours.
+	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "GOMS_") })
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -111,6 +111,7 @@ type Tracing struct {
 	provider    trace.TracerProvider
 	sdk         *sdktrace.TracerProvider // the provider New made, if any
 	interceptor connect.Interceptor
+	server      connect.Interceptor // the server side, when it differs
 }
 
 var _ goms.ClientPlugin = (*Tracing)(nil)
@@ -153,7 +154,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Tracing, error) {
 			return nil, err
 		}
 		if !cfg.enabled() {
-			t.interceptor = passThrough{}
+			t.interceptor, t.server = passThrough{}, passThrough{}
 			return t, nil
 		}
 		sdk, err := newProvider(ctx, cfg, protocol)
@@ -176,6 +177,10 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Tracing, error) {
 		return nil, fmt.Errorf("goms/otel: %w", err)
 	}
 	t.interceptor = ic
+	t.server = ic
+	if t.sdk != nil && cfg.SampleRatio != nil && *cfg.SampleRatio == 0 {
+		t.server = unsampledServer{traced: ic}
+	}
 	return t, nil
 }
 
@@ -257,7 +262,7 @@ func newProvider(ctx context.Context, cfg Config, protocol string) (*sdktrace.Tr
 func (t *Tracing) Name() string { return goms.InterceptorTracing }
 
 // Interceptor returns the interceptor that makes the server spans.
-func (t *Tracing) Interceptor() connect.Interceptor { return t.interceptor }
+func (t *Tracing) Interceptor() connect.Interceptor { return t.server }
 
 // ClientInterceptor returns the interceptor that makes the client spans
 // and sends the trace context along.

@@ -19,6 +19,11 @@
 // panicked (goms.ErrPanic). The clients of Server.ClientOptions get the
 // same series under goms_client_, without panics.
 //
+// goms_server_admission_decisions_total counts the calls goms's admission
+// shed, rate limited or gave a deadline, by service, method, decision and
+// reason (see goms.AdmissionEvent), and goms_server_adaptive_limit shows
+// each listener's adaptive concurrency limit.
+//
 // Labels are resolved once per procedure, protocol and code and then read
 // from arrays, so recording a call allocates nothing.
 package prom
@@ -54,9 +59,10 @@ var sizeBuckets = prometheus.ExponentialBuckets(64, 4, 10)
 // server and of its clients, and a goms.AdminPlugin that serves them.
 // Create it with New; one Metrics serves one goms.Server.
 type Metrics struct {
-	registry *prometheus.Registry
-	server   *interceptor
-	client   *interceptor
+	registry  *prometheus.Registry
+	server    *interceptor
+	client    *interceptor
+	admission *admissionMetrics
 }
 
 var (
@@ -121,7 +127,11 @@ func New(opts ...Option) (*Metrics, error) {
 	if err := registerAll(reg, client.collectors()...); err != nil {
 		return nil, err
 	}
-	return &Metrics{registry: reg, server: server, client: client}, nil
+	admission := newAdmissionMetrics()
+	if err := registerAll(reg, admission.collectors()...); err != nil {
+		return nil, err
+	}
+	return &Metrics{registry: reg, server: server, client: client, admission: admission}, nil
 }
 
 func registerAll(reg prometheus.Registerer, cs ...prometheus.Collector) error {

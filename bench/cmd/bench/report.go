@@ -104,6 +104,10 @@ func (r report) writeTargets(w func(string, ...any)) {
 		v, ok := r.ratio(0, p, KindGomsObserved, KindConnect, cpu)
 		row("goms with metrics, tracing (sampling off) and access log, server CPU per call ÷ connect-go, "+p.String(), "≤ 1.15×", v, ok, "%.2f×", v <= 1.15)
 	}
+	for _, p := range first.protocols {
+		v, ok := r.ratio(0, p, KindGoms, KindConnect, cpu)
+		row("goms examples/gateway setup (metrics, tracing off, validation, auth, a text access log record per call on stderr) server CPU per call ÷ connect-go, "+p.String(), "as close to ≤ 1.15× as it gets", v, ok, "%.2f×", v <= 1.15)
+	}
 	v, ok := r.ratio(0, load.GRPC, KindGomsEngine, KindConnect, cpu)
 	row("goms (default stack, grpc engine) server CPU per call ÷ connect-go, gRPC", "≤ 1.05×", v, ok, "%.2f×", v <= 1.05)
 	worst, where := 0.0, ""

@@ -114,11 +114,11 @@ func configureExample(ctx context.Context, cfg *goms.Config, _ *admin.Hello) (cl
 }
 
 // configureObserved adds what a deployed service runs with to the default
-// stack: Prometheus metrics, tracing on with sampling off (calls are
-// traced but no span is recorded, so none is exported and no collector is
-// needed), and the access log written, one JSON record per call at info,
-// to a file of os.TempDir() that it names in hello and removes on
-// cleanup.
+// stack: Prometheus metrics, tracing on with sampling off (no span is
+// recorded, so none is exported and no collector is needed), and the
+// access log written, one JSON record per call, to a file of os.TempDir()
+// through goms's buffered access file (Log.AccessFile), which it names in
+// hello and removes on cleanup.
 func configureObserved(ctx context.Context, cfg *goms.Config, hello *admin.Hello) (cleanup func(context.Context) error, err error) {
 	metrics, err := prom.New()
 	if err != nil {
@@ -136,15 +136,16 @@ func configureObserved(ctx context.Context, cfg *goms.Config, hello *admin.Hello
 		return nil, err
 	}
 	log, err := admin.CreateAppend(os.TempDir(), "goms-bench-access-*.log")
+	if err == nil {
+		err = log.Close()
+	}
 	if err != nil {
 		return nil, errors.Join(err, tracing.Shutdown(ctx))
 	}
 	cfg.Plugins = append(cfg.Plugins, metrics, tracing)
-	info := slog.LevelInfo
-	cfg.Log.AccessLevel = &info
-	cfg.Logger = slog.New(slog.NewJSONHandler(log, nil))
+	cfg.Log.AccessFile = log.Name()
 	hello.AccessLog = log.Name()
 	return func(ctx context.Context) error {
-		return errors.Join(tracing.Shutdown(ctx), log.Close(), os.Remove(log.Name()))
+		return errors.Join(tracing.Shutdown(ctx), os.Remove(log.Name()))
 	}, nil
 }

@@ -14,8 +14,9 @@
 //     access log with its records at debug, which the logger at info
 //     leaves out);
 //   - goms-observed: goms-default plus Prometheus metrics, tracing on with
-//     sampling off, and the access log written at info, a JSON record per
-//     call, to a file of os.TempDir() named in the hello line;
+//     sampling off, and the access log written, a JSON record per call, to
+//     a file of os.TempDir() named in the hello line (goms's buffered
+//     Log.AccessFile);
 //   - connect: the bare connect-go handler on a net/http server speaking
 //     HTTP/1.1 and h2c.
 //

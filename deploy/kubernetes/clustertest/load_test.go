@@ -32,8 +32,14 @@ const (
 )
 
 // load calls the goms and child services through the edge Service with
-// loadWorkers workers, half with the Connect protocol (JSON, HTTP/1.1),
-// half with gRPC (h2c), and counts every call.
+// loadWorkers workers, each its own way: Connect JSON over HTTP/1.1 with
+// HTTP GET (the methods called have no side effects), gRPC over h2c,
+// Connect (binary, POST) over h2c, gRPC-Web over h2c; it counts every call.
+//
+// No worker POSTs over HTTP/1.1: a POST written on a kept-alive connection
+// just as a stopping server closes it fails with EOF, and net/http replays
+// only requests that are safe to send twice (a GET; over HTTP/2, any
+// request the server's GOAWAY says it did not take).
 type load struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -73,12 +79,14 @@ func startLoad(t *testing.T, baseURL string) *load {
 	http1 := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext, MaxIdleConnsPerHost: loadWorkers}}
 	h2c := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext, Protocols: unencryptedHTTP2()}}
 	for w := range loadWorkers {
-		var opts []connect.ClientOption
-		client := http1
-		if w%2 == 1 {
-			client, opts = h2c, []connect.ClientOption{connect.WithGRPC()}
-		} else {
-			opts = []connect.ClientOption{connect.WithProtoJSON()}
+		client, opts := h2c, []connect.ClientOption(nil)
+		switch w % 4 {
+		case 0:
+			client, opts = http1, []connect.ClientOption{connect.WithProtoJSON(), connect.WithHTTPGet()}
+		case 1:
+			opts = []connect.ClientOption{connect.WithGRPC()}
+		case 3:
+			opts = []connect.ClientOption{connect.WithGRPCWeb()}
 		}
 		items := gomsv1connect.NewGoMsServiceClient(client, baseURL, opts...)
 		children := childv1connect.NewChildServiceClient(client, baseURL, opts...)

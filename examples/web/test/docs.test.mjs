@@ -65,7 +65,10 @@ before(async () => {
   const args = ["-http-port", `${httpPort}`, "-grpc-port", `${grpcPort}`, "-set", "admin.address=127.0.0.1:0"];
   const bin = process.env.GATEWAY_BIN;
   const [cmd, cmdArgs] = bin ? [path.resolve(root, bin), args] : ["go", ["run", "./examples/gateway", ...args]];
-  server = spawn(cmd, cmdArgs, { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
+  // The example reads GOMS_* variables as configuration: pass it none of
+  // the runner's (GOMS_WEB_BIN, say).
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("GOMS_")));
+  server = spawn(cmd, cmdArgs, { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
   server.stdout.on("data", (d) => (serverLog += d));
   server.stderr.on("data", (d) => (serverLog += d));
   await waitReady(`${api}/readyz`, 120_000);
