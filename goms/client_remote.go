@@ -566,8 +566,8 @@ func (b *retryBudget) take() bool {
 }
 
 // throttle is client-side adaptive throttling (Google SRE book, "Handling
-// Overload"): when the remote turns down (unavailable, resource_exhausted)
-// most of the calls sent, calls fail here, at once, with probability (requests - K·accepts) / (requests + 1)
+// Overload"): when the remote turns down (unavailable) most of the calls
+// sent, calls fail here, at once, with probability (requests - K·accepts) / (requests + 1)
 // over the last five seconds, so that a failing remote is not hammered
 // and callers learn at once.
 type throttle struct {
@@ -581,8 +581,11 @@ type throttle struct {
 const (
 	throttleK       = 2
 	throttleBuckets = 5 // one a second: a 5s window
-	// throttlePadding keeps the first few failures from throttling.
-	throttlePadding = 10
+	// throttlePadding softens the probability at low volume, and below
+	// throttleMinRequests calls in the window nothing is throttled: a
+	// couple of failures say little.
+	throttlePadding     = 10
+	throttleMinRequests = 20
 )
 
 var errThrottled = errors.New("throttled: most recent calls failed, so this one was not sent")
@@ -615,6 +618,9 @@ func (t *throttle) admit() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	requests, accepted := t.counts(now)
+	if requests < throttleMinRequests {
+		return nil
+	}
 	p := (float64(requests) - throttleK*float64(accepted)) / float64(requests+throttlePadding)
 	if p > 0 && rand.Float64() < p {
 		t.bucket(now).requests++
@@ -626,10 +632,10 @@ func (t *throttle) admit() error {
 // record counts a sent call, as accepted unless the remote failed it.
 func (t *throttle) record(err error) {
 	// Only unavailable (no connection, a draining or overloaded server)
-	// and resource_exhausted say the remote turned the call down; other
-	// codes are answers.
-	code := status.Code(err)
-	failed := code == codes.Unavailable || code == codes.ResourceExhausted
+	// says the remote turned the call down; other codes are answers (a
+	// resource_exhausted is as often a caller's quota or a message too
+	// large).
+	failed := status.Code(err) == codes.Unavailable
 	now := time.Now().Unix()
 	t.mu.Lock()
 	b := t.bucket(now)
