@@ -345,6 +345,20 @@ func testDiscovery(t *testing.T, c *cluster) {
 		before += n
 	}
 	children := childv1connect.NewChildServiceClient(http.DefaultClient, c.edge, connect.WithGRPCWeb())
+	// A child pod that started before any goms pod was Ready resolved
+	// nothing; it finds them at its next resolution.
+	start, limit := time.Now(), resolveInterval+dnsTTL+5*time.Second
+	for {
+		_, err := children.Create(t.Context(), connect.NewRequest(&childv1.CreateRequest{ParentId: "00000000deadbeef", Name: "child"}))
+		if connect.CodeOf(err) == connect.CodeFailedPrecondition {
+			break
+		}
+		if time.Since(start) > limit {
+			t.Fatalf("child reaches no goms pod %v after they were Ready: %v", limit, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("child reached goms %v after its pods were Ready", time.Since(start).Round(100*time.Millisecond))
 	const calls = 20
 	for i := range calls {
 		_, err := children.Create(t.Context(), connect.NewRequest(&childv1.CreateRequest{
