@@ -196,7 +196,7 @@ test-web: chromium $(WEB_DEPS) ## Drive the example page (per transport and cros
 # deadline ends the read of the body, and it reports the empty body as bad
 # error JSON. The answer itself is right (deadline_exceeded, tested in
 # TestEdgeDeadline). It may fail; it need not.
-EDGE_FLAKY := --known-flaky 'Timeouts/**/Protocol:PROTOCOL_CONNECT/**/unary'
+EDGE_FLAKY := --known-flaky=Timeouts/**/Protocol:PROTOCOL_CONNECT/**/unary
 
 .PHONY: conformance
 conformance: ## Run the Connect conformance suite against goms in every listener mode and through the edge proxy
@@ -208,9 +208,9 @@ conformance: ## Run the Connect conformance suite against goms in every listener
 	@failed=""; \
 	for run in "gateway:-mode gateway" "gateway:-mode gateway -edge" "http:-mode http" "grpc:-mode grpc" "grpc:-mode grpc -engine grpc"; do \
 		conf="$${run%%:*}"; args="$${run#*:}"; start=$$(date +%s); flaky=""; \
-		case "$$args" in *-edge*) flaky="$(EDGE_FLAKY)";; esac; \
+		case "$$args" in *-edge*) flaky='$(EDGE_FLAKY)';; esac; \
 		echo "conformance: conformance/$$conf.yaml, conformance-server $$args"; \
-		if bin/connectconformance --mode server --conf "conformance/$$conf.yaml" $(CONFORMANCE_FLAGS) $$flaky -- bin/conformance-server $$args; then \
+		if bin/connectconformance --mode server --conf "conformance/$$conf.yaml" $(CONFORMANCE_FLAGS) $${flaky:+"$$flaky"} -- bin/conformance-server $$args; then \
 			echo "conformance: $$args passed in $$(( $$(date +%s) - start ))s"; \
 		else \
 			echo "conformance: $$args FAILED in $$(( $$(date +%s) - start ))s"; failed="$$failed [$$args]"; \

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	_ "google.golang.org/grpc/health" // client-side health checks of endpoints
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -142,11 +143,13 @@ type remote struct {
 	ccMu        sync.Mutex
 	cc          *grpc.ClientConn
 	closed      bool
-	methods     map[string]*remoteMethod // by procedure
-	endpoints   endpointTable
-	throttle    throttle
-	budget      retryBudget
-	stats       remoteStats
+	// resolver is the running resolver of cc, once grpc-go has built it.
+	resolver  atomic.Pointer[runningResolver]
+	methods   map[string]*remoteMethod // by procedure
+	endpoints endpointTable
+	throttle  throttle
+	budget    retryBudget
+	stats     remoteStats
 	// client serves Server.Client's calls: the bridge handlers without
 	// the server's interceptors.
 	client map[string]http.Handler
@@ -245,10 +248,21 @@ func (r *remote) awaitReady(ctx context.Context, cc *grpc.ClientConn) {
 	if st == connectivity.Ready {
 		return
 	}
+	r.resolveNow()
 	ctx, cancel := context.WithTimeout(ctx, readyWait)
 	defer cancel()
 	for st != connectivity.Ready && cc.WaitForStateChange(ctx, st) {
 		st = cc.GetState()
+	}
+}
+
+// resolveNow asks for the targets to be resolved again, at most once a
+// second: when endpoints stop taking calls, as when pods of a rolling
+// update drain, the names may already hold their replacements, which the
+// periodic resolution would find only later.
+func (r *remote) resolveNow() {
+	if res := r.resolver.Load(); res != nil {
+		res.ResolveNow(resolver.ResolveNowOptions{})
 	}
 }
 

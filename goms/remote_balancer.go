@@ -56,6 +56,7 @@ func (t *targetResolver) Scheme() string { return resolverScheme }
 func (t *targetResolver) Build(_ resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	res := &runningResolver{t: t, cc: cc, cancel: cancel, now: make(chan struct{}, 1), resolved: make(map[string][]string)}
+	t.r.resolver.Store(res)
 	go res.run(ctx)
 	return res, nil
 }
@@ -337,8 +338,17 @@ func (pickerBuilder) Build(info base.PickerBuildInfo) balancer.Picker {
 	if p.table == nil {
 		return base.NewErrPicker(balancer.ErrNoSubConnAvailable)
 	}
+	lost := false
 	for _, ep := range p.table.all() {
-		ep.ready.Store(slices.ContainsFunc(p.eps, func(e pickable) bool { return e.ep == ep }))
+		ready := slices.ContainsFunc(p.eps, func(e pickable) bool { return e.ep == ep })
+		if ep.ready.Swap(ready) && !ready {
+			lost = true
+		}
+	}
+	if lost {
+		// An endpoint stopped taking calls (it drains, or went away):
+		// its replacement may already be in the names.
+		p.table.r.resolveNow()
 	}
 	return p
 }

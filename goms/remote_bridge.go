@@ -174,6 +174,9 @@ func (b bridgeCall) end(err error) error {
 	if err == nil {
 		return nil
 	}
+	if status.Code(err) == codes.Unavailable {
+		b.r.resolveNow()
+	}
 	return b.r.connectError(err)
 }
 
