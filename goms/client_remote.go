@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -21,14 +20,12 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	_ "google.golang.org/grpc/health" // client-side health checks of endpoints
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/resolver"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/descriptorpb"
@@ -518,146 +515,6 @@ func (m *remoteMethod) hedgeDelay() time.Duration {
 		return p
 	}
 	return defaultHedgeDelay
-}
-
-// latencyWindow keeps the latest latencies of a method's calls and their
-// 95th percentile, worked out again every latencyRecompute calls.
-type latencyWindow struct {
-	mu      sync.Mutex
-	samples [latencySamples]time.Duration
-	n       int // samples taken in all
-	p       atomic.Int64
-}
-
-const (
-	latencySamples   = 256
-	latencyMinimum   = 50 // samples before the percentile is trusted
-	latencyRecompute = 32
-	minHedgeDelay    = time.Millisecond
-)
-
-func (w *latencyWindow) add(d time.Duration) {
-	w.mu.Lock()
-	w.samples[w.n%latencySamples] = d
-	w.n++
-	if w.n < latencyMinimum || w.n%latencyRecompute != 0 {
-		w.mu.Unlock()
-		return
-	}
-	s := slices.Clone(w.samples[:min(w.n, latencySamples)])
-	w.mu.Unlock()
-	slices.Sort(s)
-	w.p.Store(int64(max(s[len(s)*95/100], minHedgeDelay)))
-}
-
-func (w *latencyWindow) p95() time.Duration { return time.Duration(w.p.Load()) }
-
-// retryBudget lets hedges add at most ratio of the calls: each call earns
-// ratio of a token, each hedge spends one, and at most budgetTokens are
-// kept (the bucket starts full).
-type retryBudget struct {
-	ratio  float64
-	mu     sync.Mutex
-	tokens float64
-}
-
-const budgetTokens = 10
-
-func (b *retryBudget) earn() {
-	b.mu.Lock()
-	b.tokens = min(b.tokens+b.ratio, budgetTokens)
-	b.mu.Unlock()
-}
-
-func (b *retryBudget) take() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
-}
-
-// throttle is client-side adaptive throttling (Google SRE book, "Handling
-// Overload"): when the remote turns down (unavailable) most of the calls
-// sent, calls fail here, at once, with probability (requests - K·accepts) / (requests + 1)
-// over the last five seconds, so that a failing remote is not hammered
-// and callers learn at once.
-type throttle struct {
-	mu      sync.Mutex
-	buckets [throttleBuckets]struct {
-		at                 int64 // second
-		requests, accepted int64
-	}
-}
-
-const (
-	throttleK       = 2
-	throttleBuckets = 5 // one a second: a 5s window
-	// throttlePadding softens the probability at low volume, and below
-	// throttleMinRequests calls in the window nothing is throttled: a
-	// couple of failures say little.
-	throttlePadding     = 10
-	throttleMinRequests = 20
-)
-
-var errThrottled = errors.New("throttled: most recent calls failed, so this one was not sent")
-
-func (t *throttle) counts(now int64) (requests, accepted int64) {
-	for i := range t.buckets {
-		if b := &t.buckets[i]; now-b.at < throttleBuckets {
-			requests += b.requests
-			accepted += b.accepted
-		}
-	}
-	return requests, accepted
-}
-
-func (t *throttle) bucket(now int64) *struct {
-	at                 int64
-	requests, accepted int64
-} {
-	b := &t.buckets[now%throttleBuckets]
-	if b.at != now {
-		b.at, b.requests, b.accepted = now, 0, 0
-	}
-	return b
-}
-
-// admit tells whether to send a call; a call not sent counts as a request
-// that was not accepted.
-func (t *throttle) admit() error {
-	now := time.Now().Unix()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	requests, accepted := t.counts(now)
-	if requests < throttleMinRequests {
-		return nil
-	}
-	p := (float64(requests) - throttleK*float64(accepted)) / float64(requests+throttlePadding)
-	if p > 0 && rand.Float64() < p {
-		t.bucket(now).requests++
-		return errThrottled
-	}
-	return nil
-}
-
-// record counts a sent call, as accepted unless the remote failed it.
-func (t *throttle) record(err error) {
-	// Only unavailable (no connection, a draining or overloaded server)
-	// says the remote turned the call down; other codes are answers (a
-	// resource_exhausted is as often a caller's quota or a message too
-	// large).
-	failed := status.Code(err) == codes.Unavailable
-	now := time.Now().Unix()
-	t.mu.Lock()
-	b := t.bucket(now)
-	b.requests++
-	if !failed {
-		b.accepted++
-	}
-	t.mu.Unlock()
 }
 
 // RemoteStatus is what a process's client of one remote service knows of
