@@ -351,7 +351,7 @@ func TestOverload(t *testing.T) {
 	// bounds that still fail without the limiter.
 	minGoodput, maxP99, maxHealth := 0.9, 3.0, 100*time.Millisecond
 	if overloadPhase() < 10*time.Second {
-		minGoodput, maxP99, maxHealth = 0.75, 5, 250*time.Millisecond
+		minGoodput, maxP99, maxHealth = 0.75, 3, 250*time.Millisecond
 	}
 	for i, name := range []string{"3x", "10x"} {
 		ratio := on.median(func(r overloadRound) float64 { return r.phases[i+1].goodput() / r.phases[0].goodput() })
@@ -360,11 +360,23 @@ func TestOverload(t *testing.T) {
 			t.Errorf("%s: goodput is %.2f of that at 1x (median of %d rounds); want %.2f or more", name, ratio, len(on.rounds), minGoodput)
 		}
 	}
+	// The short run's p99 against the unloaded one mostly measures how busy
+	// the machine is (a loaded 2-core CI machine put 1x itself at 4.9x): it
+	// compares overload with 1x instead, which the run without the limiter
+	// still fails (10x).
+	short := overloadPhase() < 10*time.Second
 	for i, name := range []string{"1x", "3x", "10x"} {
 		ratio := on.median(func(r overloadRound) float64 { return float64(r.phases[i].p99()) / float64(r.unloaded.p99()) })
 		t.Logf("%s: p99 of admitted calls / unloaded p99: median %.2f", name, ratio)
+		if short {
+			if i == 0 {
+				continue
+			}
+			ratio = on.median(func(r overloadRound) float64 { return float64(r.phases[i].p99()) / float64(r.phases[0].p99()) })
+			t.Logf("%s: p99 of admitted calls / p99 at 1x: median %.2f", name, ratio)
+		}
 		if ratio > maxP99 {
-			t.Errorf("%s: p99 of admitted calls is %.2fx the unloaded p99 (median of %d rounds); want %.0f or less", name, ratio, len(on.rounds), maxP99)
+			t.Errorf("%s: p99 of admitted calls is %.2fx the reference p99 (median of %d rounds); want %.0f or less", name, ratio, len(on.rounds), maxP99)
 		}
 	}
 	health := time.Duration(on.median(func(r overloadRound) float64 { return float64(r.health.p99()) }))
