@@ -498,8 +498,6 @@ func (m *remoteMethod) deadline(ctx context.Context, withDefault bool) (context.
 	return ctx, func() {}
 }
 
-func (m *remoteMethod) hedged() bool { return m.hedge }
-
 // sideEffectFree tells a NO_SIDE_EFFECTS method.
 func (m *remoteMethod) sideEffectFree() bool {
 	o, ok := m.desc.Options().(*descriptorpb.MethodOptions)
@@ -574,9 +572,7 @@ func (r *remote) status() RemoteStatus {
 		case ep.ready.Load():
 			es.State = "ready"
 		}
-		ep.mu.Lock()
-		es.Latency = ep.latency
-		ep.mu.Unlock()
+		es.Latency = time.Duration(ep.recent.Load())
 		st.Endpoints = append(st.Endpoints, es)
 	}
 	return st

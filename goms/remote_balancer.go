@@ -229,7 +229,6 @@ type endpointState struct {
 	windowStart time.Time
 	calls, fail int
 	returned    bool // back from an ejection, no success yet
-	latency     time.Duration
 }
 
 // cost ranks an endpoint for picks: its recent latency times its calls in
@@ -262,12 +261,13 @@ func (ep *endpointState) done(t *endpointTable, err error, took time.Duration) {
 	ep.mu.Lock()
 	// A cancelled call's time counts too: when a hedge won, it is what
 	// tells that this endpoint was slow.
-	if ep.latency == 0 || now.UnixNano()-ep.recentAt.Load() > int64(latencyTTL) {
-		ep.latency = took
+	lat := ep.recent.Load()
+	if lat == 0 || now.UnixNano()-ep.recentAt.Load() > int64(latencyTTL) {
+		lat = int64(took)
 	} else {
-		ep.latency = (ep.latency*7 + took) / 8
+		lat = (lat*7 + int64(took)) / 8
 	}
-	ep.recent.Store(int64(ep.latency))
+	ep.recent.Store(lat)
 	ep.recentAt.Store(now.UnixNano())
 	code := status.Code(err)
 	if code == codes.Canceled {

@@ -194,18 +194,7 @@ func (b bridgeCall) unary(ctx context.Context, req *connect.Request[rawFrame]) (
 		return nil, err
 	}
 	defer cancel()
-	var res *rawFrame
-	var header, trailer metadata.MD
-	if b.m.hedged() {
-		res, header, trailer, err = b.hedge(ctx, cc, req.Msg)
-	} else {
-		res = new(rawFrame)
-		start := time.Now()
-		err = cc.Invoke(ctx, b.m.procedure, req.Msg, res, b.callOptions(req.Msg.json, &header, &trailer)...)
-		if err == nil {
-			b.m.latency.add(time.Since(start))
-		}
-	}
+	res, header, trailer, err := b.invoke(ctx, cc, req.Msg)
 	if err != nil {
 		return nil, withMetadata(b.end(err), header, trailer)
 	}
@@ -214,6 +203,21 @@ func (b bridgeCall) unary(ctx context.Context, req *connect.Request[rawFrame]) (
 	copyIncoming(out.Header(), header)
 	copyIncoming(out.Trailer(), trailer)
 	return out, nil
+}
+
+// invoke sends a unary call, hedged when its method is.
+func (b bridgeCall) invoke(ctx context.Context, cc *grpc.ClientConn, msg *rawFrame) (*rawFrame, metadata.MD, metadata.MD, error) {
+	if b.m.hedge {
+		return b.hedge(ctx, cc, msg)
+	}
+	res := new(rawFrame)
+	var header, trailer metadata.MD
+	start := time.Now()
+	err := cc.Invoke(ctx, b.m.procedure, msg, res, b.callOptions(msg.json, &header, &trailer)...)
+	if err == nil {
+		b.m.latency.add(time.Since(start))
+	}
+	return res, header, trailer, err
 }
 
 // hedge sends a side-effect-free call, and a second attempt to another
@@ -542,19 +546,7 @@ func (r *remote) unaryHandler(m *remoteMethod, bridge http.Handler) http.Handler
 			return
 		}
 		defer cancel()
-		msg := &rawFrame{data: body, json: json}
-		var res *rawFrame
-		var header, trailer metadata.MD
-		if m.hedged() {
-			res, header, trailer, err = b.hedge(ctx, cc, msg)
-		} else {
-			res = new(rawFrame)
-			start := time.Now()
-			err = cc.Invoke(ctx, m.procedure, msg, res, b.callOptions(json, &header, &trailer)...)
-			if err == nil {
-				m.latency.add(time.Since(start))
-			}
-		}
+		res, header, trailer, err := b.invoke(ctx, cc, &rawFrame{data: body, json: json})
 		if err != nil {
 			writeError(w, req, withMetadata(b.end(err), header, trailer).(*connect.Error)) //nolint:errorlint // end returns *connect.Error
 			return
