@@ -23,7 +23,6 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
-	_ "google.golang.org/grpc/health" // client-side health checks of endpoints
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -37,7 +36,8 @@ import (
 // Calls travel as gRPC over grpc-go's client: kept-alive HTTP/2
 // connections to every endpoint, health-checked per service through
 // grpc.health.v1 (an endpoint that does not serve the service, or reports
-// NOT_SERVING while it drains, gets no new calls), balanced to the endpoint
+// NOT_SERVING while it drains, gets no new calls while others serve),
+// balanced to the endpoint
 // with fewer calls in flight of two, with outlier detection (an endpoint
 // whose calls keep failing is left out for a growing time), retries of
 // idempotent methods under a retry budget, transparent retries of calls
@@ -266,10 +266,14 @@ func (r *remote) resolveNow() {
 // close closes the remote's connections; later calls fail.
 func (r *remote) close() {
 	r.ccMu.Lock()
-	defer r.ccMu.Unlock()
 	r.closed = true
 	if r.cc != nil {
 		_ = r.cc.Close()
+	}
+	r.ccMu.Unlock()
+	// The health watches end with their endpoints.
+	for _, ep := range r.endpoints.all() {
+		ep.setConnected(&r.endpoints, false)
 	}
 }
 
@@ -387,8 +391,8 @@ func (r *remote) check() error {
 	return nil
 }
 
-// serviceConfig is grpc-go's service config of the remote: the balancer,
-// health checks of the service, and retries of idempotent methods under
+// serviceConfig is grpc-go's service config of the remote: the balancer
+// and retries of idempotent methods under
 // retry throttling, grpc-go's retry budget.
 func (r *remote) serviceConfig() string {
 	type name struct {
@@ -424,7 +428,6 @@ func (r *remote) serviceConfig() string {
 	slices.SortFunc(pure, byMethod)
 	cfg := map[string]any{
 		"loadBalancingConfig": []map[string]any{{balancerName: map[string]any{}}},
-		"healthCheckConfig":   map[string]string{"serviceName": r.Service},
 		// Retries spend tokens that successes earn back at RetryBudget
 		// per call; they stop while fewer than half are left.
 		"retryThrottling": map[string]float64{"maxTokens": 10, "tokenRatio": r.RetryBudget * 10},
@@ -534,8 +537,11 @@ type EndpointStatus struct {
 	// Addr is the endpoint's host:port.
 	Addr string
 	// State is "ready" (connected, and its health check says SERVING),
-	// "ejected" (left out by outlier detection) or "unavailable" (not
-	// connected, or not serving the service).
+	// "draining" (connected, and says NOT_SERVING: it gets calls only when
+	// no endpoint is ready), "checking" (connected, its health not known
+	// yet), "ejected" (left out by
+	// outlier detection), "no_service" (connected, but does not serve the
+	// service) or "unavailable" (not connected).
 	State string
 	// InFlight counts the calls in flight on it.
 	InFlight int64
@@ -564,13 +570,31 @@ func (r *remote) status() RemoteStatus {
 		Throttled: r.stats.throttled.Load(), Ejections: r.stats.ejections.Load(),
 	}
 	now := time.Now().UnixNano()
+	// When no endpoint is connected grpc-go does not build a picker, and
+	// the endpoints' records keep what the last one saw.
+	connected := false
+	r.ccMu.Lock()
+	if r.cc != nil {
+		connected = r.cc.GetState() == connectivity.Ready
+	}
+	r.ccMu.Unlock()
 	for _, ep := range r.endpoints.all() {
 		es := EndpointStatus{Addr: ep.addr, State: "unavailable", InFlight: ep.inFlight.Load()}
 		switch {
+		case !connected || !ep.ready.Load():
 		case ep.ejected(now):
 			es.State = "ejected"
-		case ep.ready.Load():
-			es.State = "ready"
+		default:
+			switch endpointHealth(ep.health.Load()) {
+			case healthServing:
+				es.State = "ready"
+			case healthNoService:
+				es.State = "no_service"
+			case healthNotServing:
+				es.State = "draining"
+			default:
+				es.State = "checking"
+			}
 		}
 		es.Latency = time.Duration(ep.recent.Load())
 		st.Endpoints = append(st.Endpoints, es)

@@ -26,12 +26,13 @@ import (
 // Remote.ResolveInterval (grpc-go's own DNS resolver only resolves again
 // when a connection fails, so new Kubernetes pods would wait for one).
 //
-// The balancer picks, among the endpoints grpc-go reports ready and healthy,
-// the one with fewer calls in flight of two chosen at random, which keeps
-// slow and stuck endpoints out of picks by itself, and leaves out those
-// that outlier detection ejected. grpc-go's own outlier detection is only
-// registered by its xDS package, which would add 25 MB and the Envoy API to
-// every goms binary.
+// The balancer picks, among the endpoints grpc-go reports connected, the
+// cheaper of two chosen at random (endpointState.cost: latency times calls
+// in flight), which keeps slow and stuck endpoints out of picks by itself.
+// It prefers those whose health check says SERVING (remote_health.go) and
+// leaves out those that outlier detection ejected, unless none is left.
+// grpc-go's own outlier detection is only registered by its xDS package,
+// which would add 25 MB and the Envoy API to every goms binary.
 
 // resolverScheme is the scheme of the targets goms gives grpc-go; each
 // ClientConn gets its own resolver builder, so nothing is registered
@@ -42,7 +43,7 @@ const resolverScheme = "goms"
 const balancerName = "goms_least_request"
 
 func init() {
-	balancer.Register(base.NewBalancerBuilder(balancerName, pickerBuilder{}, base.Config{HealthCheck: true}))
+	balancer.Register(base.NewBalancerBuilder(balancerName, pickerBuilder{}, base.Config{}))
 }
 
 // targetResolver is the resolver.Builder and resolver.Resolver of one
@@ -174,13 +175,38 @@ func (t *endpointTable) get(addr string) *endpointState {
 
 // keep forgets the addresses resolution removed.
 func (t *endpointTable) keep(addrs []resolver.Address) {
+	var gone []*endpointState
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	for a := range t.m {
+	for a, ep := range t.m {
 		if !slices.ContainsFunc(addrs, func(x resolver.Address) bool { return x.Addr == a }) {
+			gone = append(gone, ep)
 			delete(t.m, a)
 		}
 	}
+	t.mu.Unlock()
+	for _, ep := range gone {
+		ep.setConnected(t, false)
+	}
+}
+
+// setConnected records whether grpc-go reports the endpoint connected,
+// and starts or stops the watch of its health accordingly. It tells
+// whether the endpoint was connected before.
+func (ep *endpointState) setConnected(t *endpointTable, connected bool) bool {
+	ep.mu.Lock()
+	defer ep.mu.Unlock()
+	was := ep.ready.Swap(connected)
+	switch {
+	case connected && ep.stopWatch == nil:
+		ctx, cancel := context.WithCancel(context.Background())
+		ep.stopWatch = cancel
+		go t.watchHealth(ctx, ep)
+	case !connected && ep.stopWatch != nil:
+		ep.stopWatch()
+		ep.stopWatch = nil
+		ep.health.Store(int32(healthUnknown))
+	}
+	return was
 }
 
 func (t *endpointTable) all() []*endpointState {
@@ -214,9 +240,10 @@ const (
 type endpointState struct {
 	addr     string
 	inFlight atomic.Int64
-	// ready is set while grpc-go reports the endpoint connected and
-	// healthy.
-	ready atomic.Bool
+	// ready is set while grpc-go reports the endpoint connected; health
+	// is an endpointHealth, what its health check last said.
+	ready  atomic.Bool
+	health atomic.Int32
 	// recent is the moving average latency, in nanoseconds, and recentAt
 	// when a call last updated it (UnixNano).
 	recent, recentAt atomic.Int64
@@ -229,6 +256,7 @@ type endpointState struct {
 	windowStart time.Time
 	calls, fail int
 	returned    bool // back from an ejection, no success yet
+	stopWatch   context.CancelFunc
 }
 
 // cost ranks an endpoint for picks: its recent latency times its calls in
@@ -341,13 +369,13 @@ func (pickerBuilder) Build(info base.PickerBuildInfo) balancer.Picker {
 	lost := false
 	for _, ep := range p.table.all() {
 		ready := slices.ContainsFunc(p.eps, func(e pickable) bool { return e.ep == ep })
-		if ep.ready.Swap(ready) && !ready {
+		if ep.setConnected(p.table, ready) && !ready {
 			lost = true
 		}
 	}
 	if lost {
-		// An endpoint stopped taking calls (it drains, or went away):
-		// its replacement may already be in the names.
+		// An endpoint went away: its replacement may already be in the
+		// names.
 		p.table.r.resolveNow()
 	}
 	return p
@@ -364,55 +392,54 @@ type picker struct {
 }
 
 // Pick chooses the cheaper (endpointState.cost) of two endpoints taken at
-// random among those not ejected and not avoided by the call; when none is
-// left, among all.
+// random among the best placed (tier) of the connected ones. A health
+// watch asks for its endpoint by name and is not counted.
 func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	now := time.Now().UnixNano()
 	hint, _ := info.Ctx.Value(pickHintKey{}).(*pickHint)
 	var avoid string
 	if hint != nil {
-		avoid = hint.avoid
-	}
-	var chosen *pickable
-	for pass := 0; pass < 2 && chosen == nil; pass++ {
-		var a, b *pickable
-		n := 0
-		for i := range p.eps {
-			e := &p.eps[i]
-			if pass == 0 && (e.ep.ejected(now) || e.ep.addr == avoid) {
-				continue
-			}
-			// Reservoir sampling of two.
-			n++
-			switch {
-			case n == 1:
-				a = e
-			case n == 2:
-				b = e
-			default:
-				if j := rand.IntN(n); j == 0 {
-					a = e
-				} else if j == 1 {
-					b = e
+		if hint.want != "" {
+			for i := range p.eps {
+				if p.eps[i].ep.addr == hint.want {
+					return balancer.PickResult{SubConn: p.eps[i].sc}, nil
 				}
 			}
+			return balancer.PickResult{}, status.Errorf(codes.Unavailable, "goms: endpoint %s is not connected", hint.want)
 		}
+		avoid = hint.avoid
+	}
+	var a, b *pickable
+	best, n := -1, 0
+	for i := range p.eps {
+		e := &p.eps[i]
+		tier := e.ep.tier(now, avoid)
 		switch {
-		case a == nil:
-		case b == nil:
-			chosen = a
+		case best >= 0 && tier > best:
+			continue
+		case tier < best || best < 0:
+			best, n, a, b = tier, 0, nil, nil
+		}
+		// Reservoir sampling of two.
+		n++
+		switch {
+		case n == 1:
+			a = e
+		case n == 2:
+			b = e
 		default:
-			ca, cb := a.ep.cost(now), b.ep.cost(now)
-			switch {
-			case ca < cb:
-				chosen = a
-			case cb < ca:
-				chosen = b
-			case rand.IntN(2) == 0:
-				chosen = a
-			default:
-				chosen = b
+			if j := rand.IntN(n); j == 0 {
+				a = e
+			} else if j == 1 {
+				b = e
 			}
+		}
+	}
+	chosen := a
+	if b != nil {
+		ca, cb := a.ep.cost(now), b.ep.cost(now)
+		if cb < ca || cb == ca && rand.IntN(2) == 0 {
+			chosen = b
 		}
 	}
 	ep := chosen.ep
@@ -427,9 +454,26 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	}}, nil
 }
 
+// tier places an endpoint for picks, lower first: serving; draining or
+// not known yet; without the service; within each, the endpoint the call
+// avoids (a hedge's first one) after the others; and ejected endpoints
+// after all that are not.
+func (ep *endpointState) tier(now int64, avoid string) int {
+	t := 2 * endpointHealth(ep.health.Load()).rank()
+	if ep.addr == avoid {
+		t++
+	}
+	if ep.ejected(now) {
+		t += 6
+	}
+	return t
+}
+
 // pickHint carries, through a call's context, the endpoint a hedged call's
-// first attempt went to, so that the second goes elsewhere.
+// first attempt went to, so that the second goes elsewhere, or the one a
+// health watch must go to.
 type pickHint struct {
+	want   string // a health watch's endpoint, read by the picker
 	mu     sync.Mutex
 	avoid  string // read by the picker
 	chosen string // set by the picker

@@ -11,7 +11,7 @@ import (
 // goms_remote_calls_total, goms_remote_attempts_total (retries and hedges
 // included), goms_remote_hedges_total, goms_remote_throttled_total and
 // goms_remote_ejections_total by remote; and by remote and endpoint,
-// goms_remote_endpoint_up (1 when ready, 0 when ejected or unavailable,
+// goms_remote_endpoint_up (1 when ready, 0 otherwise: draining, checking, ejected, no_service or unavailable;
 // with the state as a label), goms_remote_endpoint_in_flight and
 // goms_remote_endpoint_latency_seconds (a moving average). Call it once,
 // after goms.New.
@@ -32,7 +32,7 @@ var (
 		{prometheus.NewDesc("goms_remote_throttled_total", "Calls failed at once by adaptive throttling.", remoteLabels, nil), func(r goms.RemoteStatus) int64 { return r.Throttled }},
 		{prometheus.NewDesc("goms_remote_ejections_total", "Endpoints ejected by outlier detection.", remoteLabels, nil), func(r goms.RemoteStatus) int64 { return r.Ejections }},
 	}
-	endpointUp       = prometheus.NewDesc("goms_remote_endpoint_up", "1 while an endpoint takes calls; state is ready, ejected or unavailable.", append(endpointLabels, "state"), nil)
+	endpointUp       = prometheus.NewDesc("goms_remote_endpoint_up", "1 while an endpoint is ready for calls; state is ready, draining, checking, ejected, no_service or unavailable.", append(endpointLabels, "state"), nil)
 	endpointInFlight = prometheus.NewDesc("goms_remote_endpoint_in_flight", "Calls in flight on an endpoint.", endpointLabels, nil)
 	endpointLatency  = prometheus.NewDesc("goms_remote_endpoint_latency_seconds", "Moving average of an endpoint's call latency.", endpointLabels, nil)
 )
