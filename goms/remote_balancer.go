@@ -85,17 +85,31 @@ func (res *runningResolver) Close() { res.cancel() }
 // look names up.
 const minResolveGap = time.Second
 
+// A resolution that finds no address is tried again after
+// retryResolveMin, doubling up to Remote.ResolveInterval, as grpc-go's DNS
+// resolver does: a name that is not served yet (its pods are not Ready, or
+// the DNS server has not synced) is found within a second or so of being
+// served, rather than a resolve interval later.
+const retryResolveMin = 250 * time.Millisecond
+
 func (res *runningResolver) run(ctx context.Context) {
 	r := res.t.r
-	t := time.NewTicker(r.ResolveInterval)
-	defer t.Stop()
+	retry := retryResolveMin
 	for {
-		res.resolve(ctx)
+		wait := r.ResolveInterval
+		if res.resolve(ctx) {
+			retry = retryResolveMin
+		} else {
+			wait, retry = min(retry, wait), min(2*retry, wait)
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
 		case <-t.C:
 		case <-res.now:
+			t.Stop()
 			select {
 			case <-ctx.Done():
 				return
@@ -105,7 +119,9 @@ func (res *runningResolver) run(ctx context.Context) {
 	}
 }
 
-func (res *runningResolver) resolve(ctx context.Context) {
+// resolve looks the targets up and gives grpc-go their addresses; it tells
+// whether it found any.
+func (res *runningResolver) resolve(ctx context.Context) bool {
 	r := res.t.r
 	var addrs []resolver.Address
 	var lastErr error
@@ -120,7 +136,7 @@ func (res *runningResolver) resolve(ctx context.Context) {
 			cancel()
 			if err != nil {
 				if ctx.Err() != nil {
-					return
+					return false
 				}
 				r.s.logger.Warn("goms: resolving remote target", "remote", r.Name, "target", target, "err", err)
 				lastErr = err
@@ -143,12 +159,13 @@ func (res *runningResolver) resolve(ctx context.Context) {
 	}
 	if len(addrs) == 0 && lastErr != nil {
 		res.cc.ReportError(lastErr)
-		return
+		return false
 	}
 	slices.SortFunc(addrs, func(a, b resolver.Address) int { return strings.Compare(a.Addr, b.Addr) })
 	addrs = slices.CompactFunc(addrs, func(a, b resolver.Address) bool { return a.Addr == b.Addr })
 	r.endpoints.keep(addrs)
 	_ = res.cc.UpdateState(resolver.State{Addresses: addrs})
+	return len(addrs) > 0
 }
 
 // remoteKey is the attribute key of the remote an address belongs to.
