@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -226,24 +227,28 @@ func testReady(t *testing.T, c *cluster) {
 	}
 	// An edge pod is Ready once it serves, whether or not its remotes have
 	// resolved to any pod yet: right after an apply, its first resolution
-	// may have found no goms or child pod Ready, and the next one comes a
-	// resolve_interval later.
+	// may have found no goms or child pod Ready, and it tries again within
+	// a second or so. Each edge pod is asked directly: the Service would
+	// keep a connection on one of them.
 	start := time.Now()
-	items := gomsv1connect.NewGoMsServiceClient(http.DefaultClient, c.edge)
-	children := childv1connect.NewChildServiceClient(http.DefaultClient, c.edge)
 	limit := resolveInterval + dnsTTL + 5*time.Second
-	for {
-		_, errItems := items.List(t.Context(), connect.NewRequest(&gomsv1.ListRequest{}))
-		_, errChildren := children.List(t.Context(), connect.NewRequest(&childv1.ListRequest{}))
-		if errItems == nil && errChildren == nil {
-			break
+	for _, p := range c.waitPods(t, "edge", 2, time.Minute) {
+		url := "http://" + net.JoinHostPort(p.IP, "8080")
+		items := gomsv1connect.NewGoMsServiceClient(http.DefaultClient, url)
+		children := childv1connect.NewChildServiceClient(http.DefaultClient, url)
+		for {
+			_, errItems := items.List(t.Context(), connect.NewRequest(&gomsv1.ListRequest{}))
+			_, errChildren := children.List(t.Context(), connect.NewRequest(&childv1.ListRequest{}))
+			if errItems == nil && errChildren == nil {
+				break
+			}
+			if time.Since(start) > limit {
+				t.Fatalf("edge pod %s answers no call after %v: %v; %v", p.Name, limit, errItems, errChildren)
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
-		if time.Since(start) > limit {
-			t.Fatalf("the edge answers no call after %v: %v; %v", limit, errItems, errChildren)
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
-	t.Logf("the edge reached goms and child %v after its pods were Ready", time.Since(start).Round(100*time.Millisecond))
+	t.Logf("both edge pods reached goms and child %v after their pods were Ready", time.Since(start).Round(100*time.Millisecond))
 }
 
 // testProtocols: Connect JSON over HTTP/1.1 (curl), gRPC through
