@@ -297,10 +297,13 @@ func TestRemoteFaults(t *testing.T) {
 	}
 }
 
-// waitReady waits until the first remote of srv has n ready endpoints.
+// waitReady waits until the first remote of srv has n ready endpoints: an
+// endpoint ejected after failing for a whole phase may stay out for up to
+// the longest ejection, 30s.
 func waitReady(t *testing.T, srv *goms.Server, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	const wait = 35 * time.Second
+	deadline := time.Now().Add(wait)
 	for {
 		ready := 0
 		for _, ep := range srv.Remotes()[0].Endpoints {
@@ -312,7 +315,7 @@ func waitReady(t *testing.T, srv *goms.Server, n int) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("remote endpoints not ready after 10s: %+v", srv.Remotes()[0].Endpoints)
+			t.Fatalf("remote endpoints not ready after %v: %+v", wait, srv.Remotes()[0].Endpoints)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
