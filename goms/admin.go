@@ -14,9 +14,9 @@ const DefaultAdminAddr = "127.0.0.1:4242"
 const AdminListenerName = "admin"
 
 // Admin configures the admin listener: an HTTP/1.1 and h2c listener for
-// operators that serves /healthz, /readyz, grpc.health.v1, the routes of
-// admin plugins such as /metrics, and optionally pprof, and none of the
-// mounted services (unless MountOn names it).
+// operators that serves /healthz, /readyz, grpc.health.v1, the status
+// page, the routes of admin plugins such as /metrics, and optionally
+// pprof, and none of the mounted services (unless MountOn names it).
 type Admin struct {
 	// Addr is the listener's address; empty means no admin listener.
 	// DefaultAdminAddr is the usual choice.
@@ -24,6 +24,11 @@ type Admin struct {
 	// Pprof serves net/http/pprof under /debug/pprof/. Off by default:
 	// profiles reveal a lot about a process.
 	Pprof bool `yaml:"pprof"`
+	// DisableStatus turns off the status page, on by default: a live
+	// view of the process, its listeners, services, remotes and recent
+	// errors at StatusPath (and "/"), and the same as JSON at
+	// StatusJSONPath. It shows no headers and no messages.
+	DisableStatus bool `yaml:"disable_status"`
 }
 
 // adminRoutes returns the plain routes of the admin listener.
@@ -34,6 +39,11 @@ func (s *Server) adminRoutes() map[string]http.Handler {
 			for path, h := range ap.AdminRoutes() {
 				routes[path] = h
 			}
+		}
+	}
+	if s.status != nil {
+		for path, h := range s.status.routes() {
+			routes[path] = h
 		}
 	}
 	if s.cfg.Admin.Pprof {

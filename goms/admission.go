@@ -160,10 +160,12 @@ type AdmissionObserver interface {
 type admissionLog struct {
 	logger    *slog.Logger
 	observers []AdmissionObserver
-	// refused counts refusals since the last summary; lastSummary is its
-	// time, in Unix nanoseconds.
-	shed, rateLimited atomic.Int64
-	lastSummary       atomic.Int64
+	// shed and rateLimited count refusals since the server started, which
+	// the status page shows; logged holds their values at the last
+	// summary, lastSummary its time, in Unix nanoseconds.
+	shed, rateLimited             atomic.Int64
+	loggedShed, loggedRateLimited atomic.Int64
+	lastSummary                   atomic.Int64
 }
 
 func newAdmissionLog(logger *slog.Logger, plugins []Plugin) *admissionLog {
@@ -198,8 +200,9 @@ func (a *admissionLog) event(e AdmissionEvent) {
 	if now-last < int64(time.Second) || !a.lastSummary.CompareAndSwap(last, now) {
 		return
 	}
+	shed, limited := a.shed.Load(), a.rateLimited.Load()
 	a.logger.LogAttrs(context.Background(), slog.LevelWarn, "goms: refusing calls",
-		slog.Int64("shed", a.shed.Swap(0)), slog.Int64("rate_limited", a.rateLimited.Swap(0)),
+		slog.Int64("shed", shed-a.loggedShed.Swap(shed)), slog.Int64("rate_limited", limited-a.loggedRateLimited.Swap(limited)),
 		slog.Duration("over", time.Duration(min(now-last, int64(time.Hour)))))
 }
 
@@ -231,7 +234,7 @@ type admission struct {
 	log         *admissionLog
 	off         bool // the admin listener: everything passes
 	maxInFlight int64
-	inFlight    atomic.Int64 // calls MaxInFlight counts
+	inFlight    atomic.Int64 // calls admitted and running, health and reflection aside
 	limiter     *limiter     // nil when the adaptive limit is disabled
 	// policies by procedure path; written by resolve before the listener
 	// serves, read without locks afterwards.
@@ -353,14 +356,14 @@ func (a *admission) admit(w http.ResponseWriter, r *http.Request, path string, p
 	if p == protocolGRPC || p == protocolGRPCWeb {
 		grpc = 1
 	}
-	if a.maxInFlight > 0 {
-		if a.inFlight.Add(1) > a.maxInFlight {
-			a.inFlight.Add(-1)
-			a.refuse(w, r, pol, a.ceiling[grpc], "max_in_flight")
-			return t, false
-		}
-		t.counted = true
+	// Every admitted call is counted, for MaxInFlight and for the status
+	// page's calls in flight.
+	if n := a.inFlight.Add(1); a.maxInFlight > 0 && n > a.maxInFlight {
+		a.inFlight.Add(-1)
+		a.refuse(w, r, pol, a.ceiling[grpc], "max_in_flight")
+		return t, false
 	}
+	t.counted = true
 	if a.limiter != nil && !pol.streaming {
 		if !a.limiter.acquire(pol.priority) {
 			t.leave()

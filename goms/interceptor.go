@@ -264,7 +264,11 @@ func (d dispatchInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc
 		if cancel != nil {
 			defer cancel()
 		}
-		return chain(ctx, req)
+		res, err := chain(ctx, req)
+		if err != nil && d.s.status != nil {
+			d.s.status.failed(req.Spec().Procedure, err, req.Header())
+		}
+		return res, err
 	}
 }
 
@@ -291,7 +295,11 @@ func (d dispatchInterceptor) WrapStreamingHandler(next connect.StreamingHandlerF
 		if cancel != nil {
 			defer cancel()
 		}
-		return chain(ctx, conn)
+		err := chain(ctx, conn)
+		if err != nil && d.s.status != nil {
+			d.s.status.failed(conn.Spec().Procedure, err, conn.RequestHeader())
+		}
+		return err
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -279,6 +281,8 @@ type listener struct {
 	workers *workers
 	admin   bool // the admin listener
 	ln      net.Listener
+	// conns counts the listener's open connections, for the status page.
+	conns atomic.Int64
 	// maxHeaderBlock is the most bytes one HTTP/2 header block may hold
 	// on the listener's connections.
 	maxHeaderBlock int
@@ -478,4 +482,43 @@ func (w notFoundWriter) WriteHeader(code int) {
 		code = http.StatusNotFound
 	}
 	w.ResponseWriter.WriteHeader(code)
+}
+
+// countingListener counts the connections it accepted that are still
+// open: one atomic add when a connection opens and one when it closes,
+// nothing per call.
+type countingListener struct {
+	net.Listener
+	open *atomic.Int64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.open.Add(1)
+	return &countedConn{Conn: c, open: l.open}, nil
+}
+
+// countedConn takes itself off its listener's count once, at the first
+// Close.
+type countedConn struct {
+	net.Conn
+	open *atomic.Int64
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.open.Add(-1) })
+	return c.Conn.Close()
+}
+
+// CloseWrite shuts down the writing side of a TCP connection, which
+// drained connections need.
+func (c *countedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
 }

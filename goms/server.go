@@ -191,6 +191,9 @@ type Server struct {
 	admissionLog *admissionLog
 	// accessFile is where access records go when Log.AccessFile is set.
 	accessFile *accessFile
+	// status gathers the status page's data; nil unless the admin
+	// listener serves it.
+	status *statusBoard
 
 	// base is the parent of every request context; cancelling it with
 	// errShuttingDown ends the calls still running after the grace period.
@@ -279,6 +282,9 @@ func New(cfg Config) (_ *Server, err error) {
 		l := newListener(s, lc, nil)
 		l.admin = true
 		s.listeners = append(s.listeners, l)
+		if !cfg.Admin.DisableStatus {
+			s.status = newStatus(s)
+		}
 	}
 	s.remotes = make(map[string]*remote)
 	s.offered = make(map[string]bool)
@@ -467,7 +473,7 @@ func (s *Server) Listen() error {
 			}
 			return fmt.Errorf("goms: listener %q: %w", l.Name, err)
 		}
-		l.ln = ln
+		l.ln = countingListener{Listener: ln, open: &l.conns}
 	}
 	for _, l := range s.listeners {
 		l.admission.resolve(l.routes.procedures)
@@ -520,6 +526,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.stopRemotes = stopRemotes
 	for _, r := range s.remotes {
 		go r.run(remotes)
+	}
+	if s.status != nil {
+		s.status.run(s.base)
 	}
 	s.mu.Unlock()
 

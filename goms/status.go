@@ -1,0 +1,598 @@
+package goms
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"net/http"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+)
+
+// Paths of the status page on the admin listener. The page is also served
+// at "/" of the admin listener. StatusJSONPath serves the document the
+// page shows, which docs/observability.md describes field by field; its
+// fields are only ever added to.
+const (
+	StatusPath     = "/status"
+	StatusJSONPath = "/status.json"
+)
+
+// CallTotals are the counts, since a process started, of the calls of one
+// procedure in one protocol that ended with one code, on one side: the
+// calls a server handled, or those its clients made. A CallReporter gives
+// them to the status page.
+type CallTotals struct {
+	// Client is true for the calls of clients, false for those of
+	// handlers.
+	Client bool
+	// Procedure is "/pkg.Service/Method".
+	Procedure string
+	// Protocol is connect.ProtocolConnect, ProtocolGRPC or
+	// ProtocolGRPCWeb.
+	Protocol string
+	// Code is the code the calls ended with; 0 for success.
+	Code connect.Code
+	// Count is how many calls ended so.
+	Count uint64
+	// Bounds are the upper bounds, in seconds, of the duration histogram,
+	// and Buckets the cumulative count of calls at most each bound took;
+	// both sorted, of one length, without the +Inf bound.
+	Bounds  []float64
+	Buckets []uint64
+}
+
+// CallReporter is a Plugin that counts calls, such as the metrics of
+// goms/prom: the status page reads its totals once a second rather than
+// counting calls a second time. Without one the page lists methods
+// without rates.
+type CallReporter interface {
+	Plugin
+	// ReportCalls calls f once for each CallTotals; f must not keep the
+	// slices.
+	ReportCalls(f func(CallTotals))
+}
+
+// statusWindow is how far back the status page's rates and quantiles look.
+const statusWindow = time.Minute
+
+// maxRecentErrors is how many failed calls the status page lists.
+const maxRecentErrors = 32
+
+//go:embed statuspage
+var statusPage embed.FS
+
+// statusBoard gathers what the status page shows: snapshots of the call totals
+// of the CallReporter plugins, one a second over the last minute, and the
+// last calls that failed.
+type statusBoard struct {
+	s         *Server
+	reporters []CallReporter
+	started   time.Time
+
+	mu      sync.Mutex
+	samples []callSample // oldest first, at most one per second of the window
+
+	// errors is a ring of the last failed calls; next counts the calls
+	// recorded, the slot of the next is next % maxRecentErrors.
+	errors [maxRecentErrors]atomic.Pointer[errorRecord]
+	next   atomic.Uint64
+}
+
+func newStatus(s *Server) *statusBoard {
+	st := &statusBoard{s: s, started: time.Now()}
+	for _, p := range s.cfg.Plugins {
+		if r, ok := p.(CallReporter); ok {
+			st.reporters = append(st.reporters, r)
+		}
+	}
+	return st
+}
+
+// run takes a snapshot of the call totals every second until ctx ends.
+// The window's first snapshot is taken at once.
+func (st *statusBoard) run(ctx context.Context) {
+	if len(st.reporters) == 0 {
+		return
+	}
+	st.sample()
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				st.sample()
+			}
+		}
+	}()
+}
+
+func (st *statusBoard) sample() {
+	snap := st.snapshot()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	// Keep the newest snapshot that is at least a window old, and the
+	// ones after it.
+	cut := 0
+	for i, s := range st.samples {
+		if snap.at.Sub(s.at) >= statusWindow {
+			cut = i
+		}
+	}
+	st.samples = append(st.samples[cut:], snap)
+}
+
+// baseline returns the oldest snapshot of the window, or false when
+// there is none yet.
+func (st *statusBoard) baseline() (callSample, bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if len(st.samples) == 0 {
+		return callSample{}, false
+	}
+	return st.samples[0], true
+}
+
+// callKey names the calls of one procedure on one side.
+type callKey struct {
+	client    bool
+	procedure string
+}
+
+// callSample holds the call totals of every procedure at one moment,
+// summed over protocols and codes.
+type callSample struct {
+	at    time.Time
+	calls map[callKey]*callCount
+}
+
+type callCount struct {
+	count, errors uint64
+	bounds        []float64
+	buckets       []uint64
+}
+
+func (st *statusBoard) snapshot() callSample {
+	smp := callSample{at: time.Now(), calls: make(map[callKey]*callCount)}
+	for _, r := range st.reporters {
+		r.ReportCalls(func(t CallTotals) {
+			k := callKey{t.Client, t.Procedure}
+			c := smp.calls[k]
+			if c == nil {
+				c = &callCount{bounds: slices.Clone(t.Bounds), buckets: make([]uint64, len(t.Bounds))}
+				smp.calls[k] = c
+			}
+			c.count += t.Count
+			if t.Code != 0 {
+				c.errors += t.Count
+			}
+			if slices.Equal(c.bounds, t.Bounds) && len(t.Buckets) == len(c.buckets) {
+				for i, n := range t.Buckets {
+					c.buckets[i] += n
+				}
+			}
+		})
+	}
+	return smp
+}
+
+// errorRecord is one failed call.
+type errorRecord struct {
+	Time      time.Time `json:"time"`
+	Procedure string    `json:"procedure"`
+	Code      string    `json:"code"`
+	RequestID string    `json:"request_id"`
+}
+
+// failed records a call that ended with err. Only the code, the procedure
+// and the request id are kept: never headers, messages or error texts,
+// which may carry what the caller sent.
+func (st *statusBoard) failed(procedure string, err error, header http.Header) {
+	rec := &errorRecord{Time: time.Now(), Procedure: procedure}
+	if ce, ok := err.(*connect.Error); ok {
+		rec.Code = ce.Code().String()
+		rec.RequestID = ce.Meta().Get(RequestIDHeader)
+	} else {
+		rec.Code = connect.CodeOf(err).String()
+	}
+	if rec.RequestID == "" {
+		if id := header.Get(RequestIDHeader); len(id) <= maxRequestIDLen {
+			rec.RequestID = id
+		}
+	}
+	n := st.next.Add(1) - 1
+	st.errors[n%maxRecentErrors].Store(rec)
+}
+
+// recentErrors returns the recorded failed calls, newest first.
+func (st *statusBoard) recentErrors() []errorRecord {
+	out := make([]errorRecord, 0, maxRecentErrors)
+	for i := range st.errors {
+		if rec := st.errors[i].Load(); rec != nil {
+			out = append(out, *rec)
+		}
+	}
+	slices.SortFunc(out, func(a, b errorRecord) int { return b.Time.Compare(a.Time) })
+	return out
+}
+
+// statusDoc is the document served at StatusJSONPath.
+type statusDoc struct {
+	Time      time.Time        `json:"time"`
+	Process   processStatus    `json:"process"`
+	Listeners []listenerStatus `json:"listeners"`
+	// CallStats says whether methods have rates and quantiles, which
+	// take a CallReporter plugin; WindowSeconds is the time they cover.
+	CallStats     bool            `json:"call_stats"`
+	WindowSeconds float64         `json:"window_seconds"`
+	Services      []serviceStatus `json:"services"`
+	Clients       []methodStatus  `json:"clients"`
+	Remotes       []remoteStatus  `json:"remotes"`
+	Admission     admissionStatus `json:"admission"`
+	Errors        []errorRecord   `json:"errors"`
+}
+
+type processStatus struct {
+	Version       string    `json:"version"`
+	GoVersion     string    `json:"go_version"`
+	Started       time.Time `json:"started"`
+	UptimeSeconds float64   `json:"uptime_seconds"`
+	GOMAXPROCS    int       `json:"gomaxprocs"`
+	Goroutines    int       `json:"goroutines"`
+	RSSBytes      int64     `json:"rss_bytes"`
+	Ready         bool      `json:"ready"`
+}
+
+type listenerStatus struct {
+	Name        string `json:"name"`
+	Address     string `json:"address"`
+	Mode        string `json:"mode"`
+	Engine      string `json:"engine"`
+	TLS         bool   `json:"tls"`
+	Admin       bool   `json:"admin"`
+	Connections int64  `json:"connections"`
+	InFlight    int64  `json:"in_flight"`
+}
+
+type serviceStatus struct {
+	Name      string   `json:"name"`
+	Listeners []string `json:"listeners"`
+	// Remote is the name of the remote whose service an edge exposes
+	// here; empty for a service this process runs.
+	Remote  string         `json:"remote,omitempty"`
+	Builtin bool           `json:"builtin"`
+	Methods []methodStatus `json:"methods"`
+}
+
+// methodStatus covers the calls of the window.
+type methodStatus struct {
+	Procedure string  `json:"procedure"`
+	Calls     uint64  `json:"calls"`
+	Errors    uint64  `json:"errors"`
+	Rate      float64 `json:"rate"`       // calls per second
+	ErrorRate float64 `json:"error_rate"` // the share of calls that failed, 0 to 1
+	// P50Ms and P99Ms are the quantiles of the durations, in
+	// milliseconds, estimated from histogram buckets; null without calls.
+	P50Ms *float64 `json:"p50_ms"`
+	P99Ms *float64 `json:"p99_ms"`
+}
+
+type remoteStatus struct {
+	Name      string           `json:"name"`
+	Service   string           `json:"service"`
+	Expose    []string         `json:"expose"`
+	Calls     int64            `json:"calls"`
+	Attempts  int64            `json:"attempts"`
+	Hedges    int64            `json:"hedges"`
+	Throttled int64            `json:"throttled"`
+	Ejections int64            `json:"ejections"`
+	Healthy   int              `json:"healthy"`
+	Endpoints []endpointStatus `json:"endpoints"`
+}
+
+type endpointStatus struct {
+	Address   string  `json:"address"`
+	State     string  `json:"state"`
+	Healthy   bool    `json:"healthy"`
+	InFlight  int64   `json:"in_flight"`
+	LatencyMs float64 `json:"latency_ms"`
+}
+
+type admissionStatus struct {
+	Shed        int64 `json:"shed"`
+	RateLimited int64 `json:"rate_limited"`
+	Throttled   int64 `json:"throttled"`
+}
+
+// doc builds the status document.
+func (st *statusBoard) doc() statusDoc {
+	s := st.s
+	now := time.Now()
+	d := statusDoc{
+		Time: now,
+		Process: processStatus{
+			Version:       buildVersion(),
+			GoVersion:     runtime.Version(),
+			Started:       st.started,
+			UptimeSeconds: now.Sub(st.started).Seconds(),
+			GOMAXPROCS:    runtime.GOMAXPROCS(0),
+			Goroutines:    runtime.NumGoroutine(),
+			RSSBytes:      rss(),
+			Ready:         s.ready.Load(),
+		},
+		CallStats: len(st.reporters) > 0,
+		Clients:   []methodStatus{},
+		Errors:    st.recentErrors(),
+		Admission: admissionStatus{
+			Shed:        s.admissionLog.shed.Load(),
+			RateLimited: s.admissionLog.rateLimited.Load(),
+		},
+	}
+	for _, l := range s.listeners {
+		ls := listenerStatus{
+			Name: l.Name, Address: l.Addr, Mode: string(l.Mode), Engine: string(l.Engine),
+			TLS: l.tlsConfig != nil, Admin: l.admin,
+			Connections: l.conns.Load(), InFlight: l.admission.inFlight.Load(),
+		}
+		if a := s.Addr(l.Name); a != nil {
+			ls.Address = a.String()
+		}
+		if l.admin {
+			ls.Mode = ""
+		}
+		d.Listeners = append(d.Listeners, ls)
+	}
+
+	// Calls of the window: now against the oldest snapshot.
+	var calls map[callKey]methodStatus
+	if d.CallStats {
+		base, ok := st.baseline()
+		cur := st.snapshot()
+		if !ok {
+			base = callSample{at: st.started}
+		}
+		d.WindowSeconds = cur.at.Sub(base.at).Seconds()
+		calls = make(map[callKey]methodStatus, len(cur.calls))
+		for k, c := range cur.calls {
+			calls[k] = c.since(base.calls[k], k.procedure, d.WindowSeconds)
+		}
+	}
+	method := func(client bool, procedure string) methodStatus {
+		if m, ok := calls[callKey{client, procedure}]; ok {
+			return m
+		}
+		return methodStatus{Procedure: procedure}
+	}
+
+	// Services by name, in the order listeners mount them.
+	byName := make(map[string]*serviceStatus)
+	var order []string
+	for _, l := range s.listeners {
+		for _, name := range l.routes.names {
+			ss := byName[name]
+			if ss == nil {
+				ss = &serviceStatus{Name: name, Builtin: builtinService(name)}
+				if r, ok := s.remotes[name]; ok {
+					ss.Remote = r.Name
+				}
+				byName[name] = ss
+				order = append(order, name)
+			}
+			ss.Listeners = append(ss.Listeners, l.Name)
+		}
+	}
+	for _, name := range order {
+		ss := byName[name]
+		procs := serviceProcedures(name)
+		for k := range calls {
+			if !k.client && strings.HasPrefix(k.procedure, "/"+name+"/") && !slices.Contains(procs, k.procedure) {
+				procs = append(procs, k.procedure)
+			}
+		}
+		slices.Sort(procs)
+		ss.Methods = []methodStatus{}
+		for _, p := range procs {
+			ss.Methods = append(ss.Methods, method(false, p))
+		}
+		d.Services = append(d.Services, *ss)
+	}
+	for k := range calls {
+		if k.client {
+			d.Clients = append(d.Clients, method(true, k.procedure))
+		}
+	}
+	slices.SortFunc(d.Clients, func(a, b methodStatus) int { return strings.Compare(a.Procedure, b.Procedure) })
+
+	d.Remotes = []remoteStatus{}
+	for _, r := range s.Remotes() {
+		rs := remoteStatus{
+			Name: r.Name, Service: r.Service, Expose: []string{},
+			Calls: r.Calls, Attempts: r.Attempts, Hedges: r.Hedges, Throttled: r.Throttled, Ejections: r.Ejections,
+			Endpoints: []endpointStatus{},
+		}
+		if rem := s.remotes[r.Service]; rem != nil && rem.Expose != nil {
+			rs.Expose = rem.Expose
+		}
+		for _, ep := range r.Endpoints {
+			healthy := ep.State == "ready"
+			if healthy {
+				rs.Healthy++
+			}
+			rs.Endpoints = append(rs.Endpoints, endpointStatus{
+				Address: ep.Addr, State: ep.State, Healthy: healthy, InFlight: ep.InFlight,
+				LatencyMs: float64(ep.Latency) / float64(time.Millisecond),
+			})
+		}
+		d.Admission.Throttled += r.Throttled
+		d.Remotes = append(d.Remotes, rs)
+	}
+	return d
+}
+
+// since returns the calls of c since base (nil: none before), over secs
+// seconds.
+func (c *callCount) since(base *callCount, procedure string, secs float64) methodStatus {
+	m := methodStatus{Procedure: procedure, Calls: c.count, Errors: c.errors}
+	buckets := slices.Clone(c.buckets)
+	if base != nil {
+		m.Calls -= min(base.count, c.count)
+		m.Errors -= min(base.errors, c.errors)
+		if slices.Equal(base.bounds, c.bounds) {
+			for i := range buckets {
+				buckets[i] -= min(base.buckets[i], buckets[i])
+			}
+		}
+	}
+	if secs > 0 {
+		m.Rate = float64(m.Calls) / secs
+	}
+	if m.Calls > 0 {
+		m.ErrorRate = float64(m.Errors) / float64(m.Calls)
+		m.P50Ms = quantileMs(0.5, c.bounds, buckets, m.Calls)
+		m.P99Ms = quantileMs(0.99, c.bounds, buckets, m.Calls)
+	}
+	return m
+}
+
+// quantileMs estimates the q-quantile, in milliseconds, of count
+// durations whose cumulative histogram is buckets, as Prometheus's
+// histogram_quantile does: linearly within the bucket the rank falls in,
+// and the highest bound when it falls beyond it.
+func quantileMs(q float64, bounds []float64, buckets []uint64, count uint64) *float64 {
+	if len(bounds) == 0 || count == 0 {
+		return nil
+	}
+	rank := q * float64(count)
+	var v float64
+	found := false
+	for i, cum := range buckets {
+		if float64(cum) < rank {
+			continue
+		}
+		lower, below := 0.0, uint64(0)
+		if i > 0 {
+			lower, below = bounds[i-1], buckets[i-1]
+		}
+		v = bounds[i]
+		if cum > below {
+			v = lower + (bounds[i]-lower)*(rank-float64(below))/float64(cum-below)
+		}
+		found = true
+		break
+	}
+	if !found {
+		v = bounds[len(bounds)-1]
+	}
+	ms := v * 1000
+	return &ms
+}
+
+// builtinService reports whether goms mounts the service itself.
+func builtinService(name string) bool {
+	return slices.Contains(quietServices, name)
+}
+
+var buildVersion = sync.OnceValue(func() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := info.Main.Version
+	var rev, modified string
+	for _, kv := range info.Settings {
+		switch kv.Key {
+		case "vcs.revision":
+			rev = kv.Value
+		case "vcs.modified":
+			if kv.Value == "true" {
+				modified = "+dirty"
+			}
+		}
+	}
+	if rev != "" {
+		v += " (" + rev[:min(len(rev), 12)] + modified + ")"
+	}
+	return v
+})
+
+// rss returns the resident set size of the process, 0 where /proc does
+// not tell it.
+func rss() int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	fields := strings.Fields(string(b))
+	if len(fields) < 2 {
+		return 0
+	}
+	pages, err := strconv.ParseInt(fields[1], 10, 64)
+	if err != nil {
+		return 0
+	}
+	return pages * int64(os.Getpagesize())
+}
+
+// routes returns the admin routes of the status page.
+func (st *statusBoard) routes() map[string]http.Handler {
+	page := func(name, contentType string) http.Handler {
+		body, err := statusPage.ReadFile("statuspage/" + name)
+		if err != nil {
+			panic(err) // embedded at build time
+		}
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !getOrHead(w, r) {
+				return
+			}
+			statusHeaders(w, contentType)
+			_, _ = w.Write(body)
+		})
+	}
+	html := page("index.html", "text/html; charset=utf-8")
+	return map[string]http.Handler{
+		"/":                 html,
+		StatusPath:          html,
+		StatusPath + ".js":  page("status.js", "text/javascript; charset=utf-8"),
+		StatusPath + ".css": page("status.css", "text/css; charset=utf-8"),
+		StatusJSONPath: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !getOrHead(w, r) {
+				return
+			}
+			statusHeaders(w, "application/json")
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			_ = enc.Encode(st.doc())
+		}),
+	}
+}
+
+func getOrHead(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return true
+	}
+	w.Header().Set("Allow", "GET, HEAD")
+	http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	return false
+}
+
+// statusHeaders keep the page's resources its own: nothing loads from
+// elsewhere and no other site frames it.
+func statusHeaders(w http.ResponseWriter, contentType string) {
+	h := w.Header()
+	h.Set("Content-Type", contentType)
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'")
+}
