@@ -185,10 +185,11 @@ chromium: ## Install Debian's chromium (the browser test's) unless /usr/bin/chro
 	@/usr/bin/chromium --version 2>/dev/null
 
 .PHONY: test-web
-test-web: chromium $(WEB_DEPS) ## Drive the example page (per transport and cross-origin) and the gateway's /docs page in headless Chromium (screenshots in out/)
+test-web: chromium $(WEB_DEPS) ## Drive the example page (per transport and cross-origin), the gateway's /docs page and the edge's status page in headless Chromium (screenshots in out/)
 	$(GO) build -o bin/web ./$(WEB)
 	$(GO) build -o bin/gateway ./examples/gateway
-	cd $(WEB) && GOMS_WEB_BIN=bin/web GATEWAY_BIN=bin/gateway node --test --test-concurrency=1 test/
+	$(GO) build -o bin/distributed ./examples/distributed
+	cd $(WEB) && GOMS_WEB_BIN=bin/web GATEWAY_BIN=bin/gateway DISTRIBUTED_BIN=bin/distributed node --test --test-concurrency=1 test/*.test.mjs
 
 # Through the edge, the Connect unary case of the Timeouts suite (a 200ms
 # deadline on a call the service answers after 1.5s) fails about one run in

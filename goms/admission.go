@@ -234,7 +234,7 @@ type admission struct {
 	log         *admissionLog
 	off         bool // the admin listener: everything passes
 	maxInFlight int64
-	inFlight    atomic.Int64 // calls admitted and running, health and reflection aside
+	inFlight    atomic.Int64 // calls MaxInFlight counts
 	limiter     *limiter     // nil when the adaptive limit is disabled
 	// policies by procedure path; written by resolve before the listener
 	// serves, read without locks afterwards.
@@ -356,14 +356,14 @@ func (a *admission) admit(w http.ResponseWriter, r *http.Request, path string, p
 	if p == protocolGRPC || p == protocolGRPCWeb {
 		grpc = 1
 	}
-	// Every admitted call is counted, for MaxInFlight and for the status
-	// page's calls in flight.
-	if n := a.inFlight.Add(1); a.maxInFlight > 0 && n > a.maxInFlight {
-		a.inFlight.Add(-1)
-		a.refuse(w, r, pol, a.ceiling[grpc], "max_in_flight")
-		return t, false
+	if a.maxInFlight > 0 {
+		if a.inFlight.Add(1) > a.maxInFlight {
+			a.inFlight.Add(-1)
+			a.refuse(w, r, pol, a.ceiling[grpc], "max_in_flight")
+			return t, false
+		}
+		t.counted = true
 	}
-	t.counted = true
 	if a.limiter != nil && !pol.streaming {
 		if !a.limiter.acquire(pol.priority) {
 			t.leave()
@@ -378,6 +378,21 @@ func (a *admission) admit(w http.ResponseWriter, r *http.Request, path string, p
 func (a *admission) refuse(w http.ResponseWriter, r *http.Request, pol *callPolicy, err *connect.Error, reason string) {
 	a.log.event(AdmissionEvent{Listener: a.listener, Procedure: pol.procedure, Kind: AdmissionShed, Reason: reason})
 	writeError(w, r, err)
+}
+
+// calls returns the calls in flight that admission counts, for the
+// status page: every call but health checks and reflection when
+// MaxInFlight is set, else the unary calls of the adaptive limit; ok is
+// false when neither counts. Counting calls for the page alone would add
+// a shared atomic to every call.
+func (a *admission) calls() (n int64, ok bool) {
+	switch {
+	case a.maxInFlight > 0:
+		return a.inFlight.Load(), true
+	case a.limiter != nil:
+		return a.limiter.inFlight.Load(), true
+	}
+	return 0, false
 }
 
 // deadlines are the server deadlines of one procedure.

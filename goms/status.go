@@ -263,7 +263,9 @@ type listenerStatus struct {
 	TLS         bool   `json:"tls"`
 	Admin       bool   `json:"admin"`
 	Connections int64  `json:"connections"`
-	InFlight    int64  `json:"in_flight"`
+	// InFlight counts the calls admission counts (see admission.calls);
+	// null when it counts none.
+	InFlight *int64 `json:"in_flight"`
 }
 
 type serviceStatus struct {
@@ -344,7 +346,10 @@ func (st *statusBoard) doc() statusDoc {
 		ls := listenerStatus{
 			Name: l.Name, Address: l.Addr, Mode: string(l.Mode), Engine: string(l.Engine),
 			TLS: l.tlsConfig != nil, Admin: l.admin,
-			Connections: l.conns.Load(), InFlight: l.admission.inFlight.Load(),
+			Connections: l.conns.Load(),
+		}
+		if n, ok := l.admission.calls(); ok && !l.admin {
+			ls.InFlight = &n
 		}
 		if a := s.Addr(l.Name); a != nil {
 			ls.Address = a.String()

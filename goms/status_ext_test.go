@@ -45,7 +45,7 @@ type statusDoc struct {
 		TLS         bool   `json:"tls"`
 		Admin       bool   `json:"admin"`
 		Connections int64  `json:"connections"`
-		InFlight    int64  `json:"in_flight"`
+		InFlight    *int64 `json:"in_flight"`
 	} `json:"listeners"`
 	CallStats     bool    `json:"call_stats"`
 	WindowSeconds float64 `json:"window_seconds"`
@@ -211,10 +211,10 @@ func TestStatusJSON(t *testing.T) {
 	}
 	gw, adm := doc.Listeners[0], doc.Listeners[1]
 	if gw.Name != "gateway" || gw.Address != child.Addr("gateway") || gw.Mode != "gateway" || gw.Engine != "net/http" ||
-		gw.TLS || gw.Admin || gw.Connections < 1 || gw.InFlight != 0 {
+		gw.TLS || gw.Admin || gw.Connections < 1 || gw.InFlight == nil || *gw.InFlight != 0 {
 		t.Errorf("gateway listener: %+v", gw)
 	}
-	if adm.Name != goms.AdminListenerName || adm.Address != admin || !adm.Admin || adm.Connections < 1 {
+	if adm.Name != goms.AdminListenerName || adm.Address != admin || !adm.Admin || adm.Connections < 1 || adm.InFlight != nil {
 		t.Errorf("admin listener: %+v", adm)
 	}
 
@@ -336,5 +336,68 @@ func TestStatusPage(t *testing.T) {
 		if res.StatusCode != http.StatusNotFound {
 			t.Errorf("GET %s with disable_status: %s", path, res.Status)
 		}
+	}
+}
+
+// BenchmarkStatusPage measures what the status page costs the calls of a
+// server with metrics: the same gRPC calls, 50 in flight, with the page
+// off (DisableStatus) and on, and on with the page open (status.json read
+// every second, as the page does). Client and server share the process,
+// so ns/op is the CPU of both; compare the cases of one run.
+func BenchmarkStatusPage(b *testing.B) {
+	for _, c := range []struct {
+		name       string
+		off, watch bool
+	}{{"off", true, false}, {"on", false, false}, {"on-watched", false, true}} {
+		b.Run(c.name, func(b *testing.B) {
+			metrics, err := prom.New()
+			if err != nil {
+				b.Fatal(err)
+			}
+			srv := gomstest.Start(b, goms.Config{
+				Listeners: []goms.Listener{{Name: "grpc", Mode: goms.ModeGRPC}},
+				Admin:     goms.Admin{Addr: "127.0.0.1:0", DisableStatus: c.off},
+				Plugins:   []goms.Plugin{metrics},
+			}, nil)
+			ctx := b.Context()
+			client := gomsv1connect.NewGoMsServiceClient(gomstest.H2C(b), "http://"+srv.Addr("grpc"), connect.WithGRPC())
+			created, err := client.Create(ctx, connect.NewRequest(&gomsv1.CreateRequest{Name: "bench"}))
+			if err != nil {
+				b.Fatal(err)
+			}
+			if c.watch {
+				stop := make(chan struct{})
+				done := make(chan struct{})
+				defer func() { close(stop); <-done }()
+				go func() {
+					defer close(done)
+					t := time.NewTicker(time.Second)
+					defer t.Stop()
+					for {
+						select {
+						case <-stop:
+							return
+						case <-t.C:
+							if res, err := http.Get("http://" + srv.Addr(goms.AdminListenerName) + goms.StatusJSONPath); err == nil {
+								_, _ = io.Copy(io.Discard, res.Body)
+								res.Body.Close()
+							}
+						}
+					}
+				}()
+			}
+			req := &gomsv1.GetRequest{Id: created.Msg.GetItem().GetId()}
+			b.ReportAllocs()
+			b.SetParallelism(25)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := client.Get(ctx, connect.NewRequest(req)); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
 	}
 }

@@ -78,7 +78,7 @@ function renderListeners(doc) {
   fill("listeners", doc.listeners.map((l) => el("tr", {},
     el("td", {}, l.name), el("td", {}, l.address), el("td", {}, l.admin ? "admin" : l.mode),
     el("td", {}, l.engine), el("td", {}, l.tls ? "yes" : "no"),
-    el("td", { class: "n" }, l.connections), el("td", { class: "n" }, l.admin ? "–" : l.in_flight))));
+    el("td", { class: "n" }, l.connections), el("td", { class: "n" }, l.in_flight ?? "–"))));
 }
 
 function renderRemotes(doc) {

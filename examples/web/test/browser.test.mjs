@@ -8,22 +8,10 @@
 // not allow gets nothing. Screenshots go to out/.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { once } from "node:events";
 import { mkdir, readFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { freePort, launch, outDir, program, root } from "./support/browser.mjs";
 
-const root = fileURLToPath(new URL("../../../", import.meta.url));
-const outDir = path.join(root, "out");
-const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
-// Flags for a machine whose network reaches nothing but loopback.
-const chromiumArgs = [
-  "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-];
 // The bearer token Delete needs, in the variable app.TokenEnv names.
 const tokenEnv = "EXAMPLE_API_TOKEN";
 const token = `browser-test-${process.pid}`;
@@ -31,40 +19,9 @@ const pageWait = 10_000; // every wait on the page
 const testTimeout = 60_000;
 
 let server;
-let serverLog = "";
 let browser;
 let api; // the API listener's origin, which serves the page too
 let pageOrigin; // the other origin, which CORS allows
-
-// freePort returns a loopback port nobody listens on now.
-async function freePort() {
-  const srv = createServer();
-  srv.listen(0, "127.0.0.1");
-  await once(srv, "listening");
-  const { port } = srv.address();
-  srv.close();
-  await once(srv, "close");
-  return port;
-}
-
-async function waitReady(url, timeoutMs) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (server.exitCode !== null) {
-      throw new Error(`the web example exited with ${server.exitCode}:\n${serverLog}`);
-    }
-    try {
-      const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
-      if (res.ok) {
-        return;
-      }
-    } catch {
-      // not listening yet
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`${url} not ready after ${timeoutMs} ms:\n${serverLog}`);
-}
 
 before(async () => {
   await mkdir(outDir, { recursive: true });
@@ -72,29 +29,15 @@ before(async () => {
   api = `http://127.0.0.1:${apiPort}`;
   pageOrigin = `http://127.0.0.1:${pagePort}`;
   const args = ["-addr", `127.0.0.1:${apiPort}`, "-page-addr", `127.0.0.1:${pagePort}`];
-  const bin = process.env.GOMS_WEB_BIN;
-  const [cmd, cmdArgs] = bin ? [path.resolve(root, bin), args] : ["go", ["run", "./examples/web", ...args]];
-  server = spawn(cmd, cmdArgs, {
-    cwd: root,
-    env: { ...process.env, [tokenEnv]: token },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  server.stdout.on("data", (d) => (serverLog += d));
-  server.stderr.on("data", (d) => (serverLog += d));
+  server = program("the web example", process.env.GOMS_WEB_BIN, "web", args, { ...process.env, [tokenEnv]: token });
   // go run may compile first.
-  await waitReady(`${api}/readyz`, 120_000);
-  browser = await chromium.launch({ executablePath: chromiumPath, args: chromiumArgs, timeout: 30_000 });
+  await server.waitReady(`${api}/readyz`, 120_000);
+  browser = await launch();
 }, { timeout: 180_000 });
 
 after(async () => {
   await browser?.close();
-  if (server && server.exitCode === null) {
-    server.kill("SIGTERM");
-    const exited = once(server, "exit");
-    const timer = setTimeout(() => server.kill("SIGKILL"), 10_000);
-    await exited;
-    clearTimeout(timer);
-  }
+  await server?.stop();
 });
 
 // exercise drives one run of the page and saves a screenshot.
@@ -152,7 +95,7 @@ async function exercise(t, { name, url, transport, crossOrigin }) {
     assert.equal(await page.textContent("#error"), "");
   } catch (err) {
     await page.screenshot({ path: shot, fullPage: true }).catch(() => {});
-    throw new Error(`${err.message}\nscreenshot: ${shot}\nserver log (tail):\n${serverLog.slice(-4000)}`, { cause: err });
+    throw new Error(`${err.message}\nscreenshot: ${shot}\nserver log (tail):\n${server.log.slice(-4000)}`, { cause: err });
   } finally {
     await context.close();
   }

@@ -7,83 +7,32 @@
 // "Try it out". A screenshot goes to out/.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { once } from "node:events";
 import { mkdir } from "node:fs/promises";
-import { createServer } from "node:net";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { freePort, launch, outDir, program, withoutGomsEnv } from "./support/browser.mjs";
 
-const root = fileURLToPath(new URL("../../../", import.meta.url));
-const outDir = path.join(root, "out");
-const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
-const chromiumArgs = [
-  "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-];
 const pageWait = 15_000;
 
 let server;
-let serverLog = "";
 let browser;
 let api;
-
-async function freePort() {
-  const srv = createServer();
-  srv.listen(0, "127.0.0.1");
-  await once(srv, "listening");
-  const { port } = srv.address();
-  srv.close();
-  await once(srv, "close");
-  return port;
-}
-
-async function waitReady(url, timeoutMs) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (server.exitCode !== null) {
-      throw new Error(`the gateway example exited with ${server.exitCode}:\n${serverLog}`);
-    }
-    try {
-      const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
-      if (res.ok) {
-        return;
-      }
-    } catch {
-      // not listening yet
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`${url} not ready after ${timeoutMs} ms:\n${serverLog}`);
-}
 
 before(async () => {
   await mkdir(outDir, { recursive: true });
   const [httpPort, grpcPort] = [await freePort(), await freePort()];
   api = `http://127.0.0.1:${httpPort}`;
   const args = ["-http-port", `${httpPort}`, "-grpc-port", `${grpcPort}`, "-set", "admin.address=127.0.0.1:0"];
-  const bin = process.env.GATEWAY_BIN;
-  const [cmd, cmdArgs] = bin ? [path.resolve(root, bin), args] : ["go", ["run", "./examples/gateway", ...args]];
   // The example reads GOMS_* variables as configuration: pass it none of
   // the runner's (GOMS_WEB_BIN, say).
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("GOMS_")));
-  server = spawn(cmd, cmdArgs, { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
-  server.stdout.on("data", (d) => (serverLog += d));
-  server.stderr.on("data", (d) => (serverLog += d));
-  await waitReady(`${api}/readyz`, 120_000);
-  browser = await chromium.launch({ executablePath: chromiumPath, args: chromiumArgs, timeout: 30_000 });
+  server = program("the gateway example", process.env.GATEWAY_BIN, "gateway", args, withoutGomsEnv());
+  // go run may compile first.
+  await server.waitReady(`${api}/readyz`, 120_000);
+  browser = await launch();
 }, { timeout: 180_000 });
 
 after(async () => {
   await browser?.close();
-  if (server && server.exitCode === null) {
-    server.kill("SIGTERM");
-    const exited = once(server, "exit");
-    const timer = setTimeout(() => server.kill("SIGKILL"), 10_000);
-    await exited;
-    clearTimeout(timer);
-  }
+  await server?.stop();
 });
 
 test("the docs page lists the example's operations and creates an item", { timeout: 60_000 }, async () => {
