@@ -2,6 +2,7 @@ package goms_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -400,4 +401,57 @@ func BenchmarkStatusPage(b *testing.B) {
 			})
 		})
 	}
+}
+
+// TestStatusInFlight checks the listener's calls in flight and open
+// connections as a stream opens and ends.
+func TestStatusInFlight(t *testing.T) {
+	t.Parallel()
+	run := gomstest.Start(t, goms.Config{
+		Listeners: []goms.Listener{{Name: "gateway", MaxInFlight: 10}},
+		Admin:     goms.Admin{Addr: "127.0.0.1:0"},
+	}, nil)
+	admin := run.Addr(goms.AdminListenerName)
+	gateway := func() (inFlight, conns int64) {
+		doc, _ := getStatus(t, admin)
+		for _, l := range doc.Listeners {
+			if l.Name == "gateway" {
+				if l.InFlight == nil {
+					t.Fatal("gateway listener with max_in_flight: in_flight is null")
+				}
+				return *l.InFlight, l.Connections
+			}
+		}
+		t.Fatal("no gateway listener")
+		return 0, 0
+	}
+	waitFor := func(want int64) int64 {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			n, conns := gateway()
+			if n == want {
+				return conns
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("in_flight %d, want %d", n, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if _, conns := gateway(); conns != 0 {
+		t.Fatalf("connections %d before any call", conns)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	client := gomsv1connect.NewGoMsServiceClient(gomstest.H2C(t), "http://"+run.Addr("gateway"), connect.WithGRPC())
+	stream, err := client.Watch(ctx, connect.NewRequest(&gomsv1.WatchRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if conns := waitFor(1); conns != 1 {
+		t.Errorf("connections %d with one stream open, want 1", conns)
+	}
+	cancel()
+	_ = stream.Close()
+	waitFor(0)
 }

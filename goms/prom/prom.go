@@ -25,7 +25,9 @@
 // each listener's adaptive concurrency limit.
 //
 // Labels are resolved once per procedure, protocol and code and then read
-// from arrays, so recording a call allocates nothing.
+// from arrays, so recording a call allocates nothing. The status page of
+// goms's admin listener reads its rates and quantiles from the same
+// histograms (ReportCalls), once a second: it counts no call twice.
 package prom
 
 import (
