@@ -283,7 +283,7 @@ func New(cfg Config) (_ *Server, err error) {
 		l.admin = true
 		s.listeners = append(s.listeners, l)
 		if !cfg.Admin.DisableStatus {
-			s.status = newStatus(s)
+			s.status = newStatusBoard(s)
 		}
 	}
 	s.remotes = make(map[string]*remote)

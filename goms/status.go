@@ -88,7 +88,7 @@ type statusBoard struct {
 	next   atomic.Uint64
 }
 
-func newStatus(s *Server) *statusBoard {
+func newStatusBoard(s *Server) *statusBoard {
 	st := &statusBoard{s: s, started: time.Now()}
 	for _, p := range s.cfg.Plugins {
 		if r, ok := p.(CallReporter); ok {
