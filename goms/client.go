@@ -48,11 +48,17 @@ type inProcessClient struct {
 const inProcessAddr = "in-process"
 
 func (c inProcessClient) Do(req *http.Request) (*http.Response, error) {
-	route, ok := c.s.inProcessRoute(c.service, req.URL.Path)
-	if !ok {
-		if r, isRemote := c.s.remotes[c.service]; isRemote {
-			route, ok = r.route(req.URL.Path), true
+	var route inProcessRoute
+	var ok bool
+	if r, isRemote := c.s.remotes[c.service]; isRemote {
+		// A remote service is never served in-process (see
+		// buildInProcessRoutes).
+		if res, done := r.callUnary(req); done {
+			return res, nil
 		}
+		route, ok = r.route(req.URL.Path), true
+	} else {
+		route, ok = c.s.inProcessRoute(c.service, req.URL.Path)
 	}
 	if !ok {
 		if req.Body != nil {
@@ -115,8 +121,7 @@ func (c inProcessClient) serveUnary(h http.Handler, req *http.Request) (res *htt
 		// After shutdown, as the drain interceptor would say.
 		return nil, connect.NewError(connect.CodeUnavailable, context.Cause(c.s.base))
 	}
-	buf := getInProcessBuffer()
-	w := &inProcessWriter{header: make(http.Header, 4), res: newInProcessResponse(req), buf: buf}
+	var buf *bytes.Buffer
 	defer func() {
 		if v := recover(); v != nil {
 			c.s.logger.Error("goms: in-process handler panicked", "path", req.URL.Path, "panic", v)
@@ -127,11 +132,22 @@ func (c inProcessClient) serveUnary(h http.Handler, req *http.Request) (res *htt
 	ctx, cancel, stop := c.s.cutAtShutdown(valuelessContext{req.Context()})
 	defer cancel(nil)
 	defer stop()
-	h.ServeHTTP(w, c.request(req, ctx))
+	return bufferedResponse(req, func(w http.ResponseWriter, b *bytes.Buffer) {
+		buf = b
+		h.ServeHTTP(w, c.request(req, ctx))
+	}), nil
+}
+
+// bufferedResponse returns the response serve writes, kept whole in a
+// pooled buffer that closing the body gives back.
+func bufferedResponse(req *http.Request, serve func(http.ResponseWriter, *bytes.Buffer)) *http.Response {
+	buf := getInProcessBuffer()
+	w := &inProcessWriter{header: make(http.Header, 4), res: newInProcessResponse(req), buf: buf}
+	serve(w, buf)
 	w.finish()
 	w.res.ContentLength = int64(buf.Len())
 	w.res.Body = &inProcessBufferBody{buf: buf}
-	return w.res, nil
+	return w.res
 }
 
 // request is the server side of an in-process request: the caller's
@@ -351,7 +367,7 @@ const maxPooledBuffer = 64 << 10
 func getInProcessBuffer() *bytes.Buffer { return inProcessBuffers.Get().(*bytes.Buffer) }
 
 func putInProcessBuffer(b *bytes.Buffer) {
-	if b.Cap() <= maxPooledBuffer {
+	if b != nil && b.Cap() <= maxPooledBuffer {
 		b.Reset()
 		inProcessBuffers.Put(b)
 	}

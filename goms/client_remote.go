@@ -77,7 +77,9 @@ type Remote struct {
 	// HedgeDelay is how long a call of a side-effect-free method (NO_SIDE_EFFECTS or listed
 	// in Idempotent) waits for its answer before a second attempt goes to
 	// another endpoint; the first answer wins. Zero means the method's
-	// recent 95th percentile latency (100ms until it is known).
+	// recent 95th percentile latency (100ms until it is known). A remote
+	// whose only target is an IP address has no other endpoint and is not
+	// hedged.
 	HedgeDelay time.Duration `yaml:"hedge_delay"`
 	// RetryBudget is the share of calls that retries and hedges may add,
 	// so that a struggling remote is not sent more. Default 0.1 (10 %);
@@ -146,6 +148,7 @@ type remote struct {
 	endpoints endpointTable
 	throttle  throttle
 	budget    retryBudget
+	hedges    hedgeGate
 	stats     remoteStats
 	// client serves Server.Client's calls: the bridge handlers without
 	// the server's interceptors.
@@ -176,11 +179,7 @@ func newRemote(s *Server, rc Remote) (*remote, error) {
 	r.endpoints = endpointTable{r: r, m: make(map[string]*endpointState)}
 	r.budget.ratio, r.budget.tokens = r.RetryBudget, budgetTokens
 	for p, m := range r.methods {
-		h := r.bridgeHandler(m, false, []connect.HandlerOption{connect.WithReadMaxBytes(s.cfg.MaxMessageBytes)})
-		if !m.desc.IsStreamingClient() && !m.desc.IsStreamingServer() {
-			h = r.unaryHandler(m, h)
-		}
-		r.client[p] = h
+		r.client[p] = r.bridgeHandler(m, false, []connect.HandlerOption{connect.WithReadMaxBytes(s.cfg.MaxMessageBytes)})
 	}
 	creds := insecure.NewCredentials()
 	tlsConfig, err := rc.tlsConfig()

@@ -1,10 +1,12 @@
 package goms
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -180,12 +182,21 @@ func (b bridgeCall) end(err error) error {
 	return b.r.connectError(err)
 }
 
-func (b bridgeCall) callOptions(json bool, header, trailer *metadata.MD) []grpc.CallOption {
-	codec := grpcProtoCodec
+// The codecs as call options, made once.
+var (
+	protoCodecOption = grpc.ForceCodecV2(grpcProtoCodec)
+	jsonCodecOption  = grpc.ForceCodecV2(grpcJSONCodec)
+)
+
+func codecOption(json bool) grpc.CallOption {
 	if json {
-		codec = grpcJSONCodec
+		return jsonCodecOption
 	}
-	return []grpc.CallOption{grpc.ForceCodecV2(codec), grpc.Header(header), grpc.Trailer(trailer)}
+	return protoCodecOption
+}
+
+func (b bridgeCall) callOptions(json bool, header, trailer *metadata.MD) []grpc.CallOption {
+	return []grpc.CallOption{codecOption(json), grpc.Header(header), grpc.Trailer(trailer)}
 }
 
 func (b bridgeCall) unary(ctx context.Context, req *connect.Request[rawFrame]) (*connect.Response[rawFrame], error) {
@@ -194,30 +205,89 @@ func (b bridgeCall) unary(ctx context.Context, req *connect.Request[rawFrame]) (
 		return nil, err
 	}
 	defer cancel()
-	res, header, trailer, err := b.invoke(ctx, cc, req.Msg)
+	call, err := b.invoke(ctx, cc, req.Msg)
+	defer call.release()
 	if err != nil {
-		return nil, withMetadata(b.end(err), header, trailer)
+		return nil, withMetadata(b.end(err), call.header, call.trailer)
 	}
 	_ = b.end(nil)
-	out := connect.NewResponse(res)
-	copyIncoming(out.Header(), header)
-	copyIncoming(out.Trailer(), trailer)
+	out := connect.NewResponse(&rawFrame{data: call.res.data, json: call.res.json})
+	copyIncoming(out.Header(), call.header)
+	copyIncoming(out.Trailer(), call.trailer)
 	return out, nil
 }
 
-// invoke sends a unary call, hedged when its method is.
-func (b bridgeCall) invoke(ctx context.Context, cc *grpc.ClientConn, msg *rawFrame) (*rawFrame, metadata.MD, metadata.MD, error) {
-	if b.m.hedge {
-		return b.hedge(ctx, cc, msg)
+// unaryCall is one unary attempt: its answer, its metadata, and the call
+// options that point at them. Attempts that run on the caller's goroutine
+// take theirs from a pool.
+type unaryCall struct {
+	res             rawFrame
+	header, trailer metadata.MD
+	opts            [3]grpc.CallOption
+	pooled          bool
+}
+
+var unaryCalls = sync.Pool{New: func() any { return newUnaryCall() }}
+
+func newUnaryCall() *unaryCall {
+	c := new(unaryCall)
+	c.opts[1], c.opts[2] = grpc.Header(&c.header), grpc.Trailer(&c.trailer)
+	return c
+}
+
+// pooledUnaryCall returns an attempt from the pool; release gives it back.
+func pooledUnaryCall() *unaryCall {
+	c := unaryCalls.Get().(*unaryCall)
+	c.pooled = true
+	return c
+}
+
+// release gives a pooled attempt back, once its answer and metadata have
+// been handed on.
+func (c *unaryCall) release() {
+	if c == nil || !c.pooled {
+		return
 	}
-	res := new(rawFrame)
-	var header, trailer metadata.MD
+	c.res, c.header, c.trailer = rawFrame{}, nil, nil
+	unaryCalls.Put(c)
+}
+
+// run sends msg and waits for the answer.
+func (c *unaryCall) run(ctx context.Context, b bridgeCall, cc *grpc.ClientConn, msg *rawFrame) error {
+	c.opts[0] = codecOption(msg.json)
 	start := time.Now()
-	err := cc.Invoke(ctx, b.m.procedure, msg, res, b.callOptions(msg.json, &header, &trailer)...)
+	err := cc.Invoke(ctx, b.m.procedure, msg, &c.res, c.opts[:]...)
 	if err == nil {
 		b.m.latency.add(time.Since(start))
 	}
-	return res, header, trailer, err
+	return err
+}
+
+// invoke sends a unary call, hedged when its method is and another
+// endpoint could take the hedge. The returned attempt is never nil; the
+// caller releases it.
+func (b bridgeCall) invoke(ctx context.Context, cc *grpc.ClientConn, msg *rawFrame) (*unaryCall, error) {
+	if b.m.hedge && b.r.hedges.allowed(b.r) {
+		return b.hedge(ctx, cc, msg)
+	}
+	c := pooledUnaryCall()
+	return c, c.run(ctx, b, cc, msg)
+}
+
+// hedgeGate tells whether a hedge could go to another endpoint than its
+// call's first attempt: not when the remote's only target is an IP
+// address. Names may stand for several addresses.
+type hedgeGate struct {
+	once     sync.Once
+	possible bool
+}
+
+func (g *hedgeGate) allowed(r *remote) bool {
+	g.once.Do(func() {
+		host, _, _ := net.SplitHostPort(strings.TrimPrefix(r.Targets[0], "dns:///"))
+		g.possible = len(r.Targets) > 1 || net.ParseIP(host) == nil
+	})
+	return g.possible
 }
 
 // hedge sends a side-effect-free call, and a second attempt to another
@@ -226,19 +296,10 @@ func (b bridgeCall) invoke(ctx context.Context, cc *grpc.ClientConn, msg *rawFra
 // of its endpoint wins; the other attempt is cancelled. The first attempt
 // runs on the caller's goroutine: most calls answer before the delay and
 // never start another.
-func (b bridgeCall) hedge(ctx context.Context, cc *grpc.ClientConn, msg *rawFrame) (*rawFrame, metadata.MD, metadata.MD, error) {
+func (b bridgeCall) hedge(ctx context.Context, cc *grpc.ClientConn, msg *rawFrame) (*unaryCall, error) {
 	type result struct {
-		res             *rawFrame
-		header, trailer metadata.MD
-		err             error
-	}
-	invoke := func(ctx context.Context, r *result) {
-		r.res = new(rawFrame)
-		start := time.Now()
-		r.err = cc.Invoke(ctx, b.m.procedure, msg, r.res, b.callOptions(msg.json, &r.header, &r.trailer)...)
-		if r.err == nil {
-			b.m.latency.add(time.Since(start))
-		}
+		call *unaryCall
+		err  error
 	}
 	firstCtx, cancelFirst := context.WithCancel(ctx)
 	defer cancelFirst()
@@ -259,35 +320,37 @@ func (b bridgeCall) hedge(ctx context.Context, cc *grpc.ClientConn, msg *rawFram
 		hctx, cancel := context.WithCancel(ctx)
 		second.started, second.done, second.cancel = true, make(chan result, 1), cancel
 		go func() {
-			var r result
-			invoke(withPickHint(hctx, &pickHint{avoid: hint.picked()}), &r)
+			// Not pooled: this attempt may outlive the call.
+			r := result{call: newUnaryCall()}
+			r.err = r.call.run(withPickHint(hctx, &pickHint{avoid: hint.picked()}), b, cc, msg)
 			if r.err == nil || !endpointFailure(status.Code(r.err)) {
 				cancelFirst() // it won
 			}
 			second.done <- r
 		}()
 	})
-	var first result
-	invoke(withPickHint(firstCtx, hint), &first)
+	first := pooledUnaryCall()
+	firstErr := first.run(withPickHint(firstCtx, hint), b, cc, msg)
 	timer.Stop()
 	second.Lock()
 	started, done, cancelSecond := second.started, second.done, second.cancel
 	cancelFirst() // no hedge starts from now on
 	second.Unlock()
 	if !started {
-		return first.res, first.header, first.trailer, first.err
+		return first, firstErr
 	}
 	defer cancelSecond()
-	if first.err == nil || !endpointFailure(status.Code(first.err)) && status.Code(first.err) != codes.Canceled {
-		return first.res, first.header, first.trailer, first.err
+	if firstErr == nil || !endpointFailure(status.Code(firstErr)) && status.Code(firstErr) != codes.Canceled {
+		return first, firstErr
 	}
 	// The first failed on its endpoint or was cancelled because the hedge
 	// won: the hedge's answer counts.
 	r := <-done
-	if r.err != nil && first.err != nil && status.Code(first.err) != codes.Canceled && ctx.Err() == nil && endpointFailure(status.Code(r.err)) {
-		return first.res, first.header, first.trailer, first.err
+	if r.err != nil && firstErr != nil && status.Code(firstErr) != codes.Canceled && ctx.Err() == nil && endpointFailure(status.Code(r.err)) {
+		return first, firstErr
 	}
-	return r.res, r.header, r.trailer, r.err
+	first.release()
+	return r.call, r.err
 }
 
 func (b bridgeCall) clientStream(ctx context.Context, stream *connect.ClientStream[rawFrame]) (*connect.Response[rawFrame], error) {
@@ -517,58 +580,130 @@ func copyIncoming(h http.Header, md metadata.MD) {
 	}
 }
 
-// unaryHandler serves Server.Client's unary calls of a remote method.
-// Calls in the Connect protocol, which generated clients speak unless told
-// otherwise, are translated here, straight from the request's bytes to
-// grpc-go and back, without a connect handler in between; other protocols
-// go through the bridge's connect handler.
-func (r *remote) unaryHandler(m *remoteMethod, bridge http.Handler) http.Handler {
+// callUnary serves a unary call of Server.Client in the Connect protocol,
+// which generated clients speak unless told otherwise: straight from the
+// request's bytes to grpc-go and back, with no handler and no second
+// request in between. done is false for the requests it leaves to the
+// bridge's connect handler: other methods and protocols, GET, compressed
+// bodies. The call ends when its caller's context does, or when the
+// remote's connections close, after the server's calls have drained.
+func (r *remote) callUnary(req *http.Request) (res *http.Response, done bool) {
+	m := r.methods[req.URL.Path]
+	if m == nil || m.desc.IsStreamingClient() || m.desc.IsStreamingServer() || req.Method != http.MethodPost {
+		return nil, false
+	}
+	ct := req.Header["Content-Type"]
+	if len(ct) != 1 || (ct[0] != "application/proto" && ct[0] != "application/json") || len(req.Header["Content-Encoding"]) > 0 {
+		return nil, false
+	}
+	failed := func(err *connect.Error) (*http.Response, bool) {
+		return bufferedResponse(req, func(w http.ResponseWriter, _ *bytes.Buffer) { writeError(w, req, err) }), true
+	}
+	if r.s.base.Err() != nil {
+		// After shutdown, as the drain interceptor would say.
+		return failed(connect.NewError(connect.CodeUnavailable, context.Cause(r.s.base)))
+	}
+	body, err := readBody(req, r.s.cfg.MaxMessageBytes)
+	if err != nil {
+		if errors.Is(err, errBodyTooLarge) {
+			return failed(connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("goms: request of %s is over the limit of %d bytes", m.procedure, r.s.cfg.MaxMessageBytes)))
+		}
+		return failed(connect.NewError(connect.CodeCanceled, err))
+	}
 	b := bridgeCall{r: r, m: m}
-	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		ct := req.Header.Get("Content-Type")
-		json := ct == "application/json"
-		if req.Method != http.MethodPost || (ct != "application/proto" && !json) || req.Header.Get("Content-Encoding") != "" {
-			bridge.ServeHTTP(w, req)
-			return
+	ctx, cc, cancel, err := b.start(req.Context(), req.Header)
+	if err != nil {
+		return failed(err.(*connect.Error)) //nolint:errorlint // start returns *connect.Error
+	}
+	defer cancel()
+	call, err := b.invoke(ctx, cc, &rawFrame{data: body, json: ct[0] == "application/json"})
+	defer call.release()
+	if err != nil {
+		return failed(withMetadata(b.end(err), call.header, call.trailer).(*connect.Error)) //nolint:errorlint // end returns *connect.Error
+	}
+	_ = b.end(nil)
+	h := make(http.Header, 1+len(call.header)+len(call.trailer))
+	copyIncoming(h, call.header)
+	for k, vs := range call.trailer {
+		if strings.HasPrefix(k, "grpc-") {
+			continue
 		}
-		body, err := io.ReadAll(io.LimitReader(req.Body, int64(r.s.cfg.MaxMessageBytes)+1))
-		if err != nil {
-			writeError(w, req, connect.NewError(connect.CodeCanceled, err))
-			return
-		}
-		if len(body) > r.s.cfg.MaxMessageBytes {
-			writeError(w, req, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("goms: request of %s is over the limit of %d bytes", m.procedure, r.s.cfg.MaxMessageBytes)))
-			return
-		}
-		ctx, cc, cancel, err := b.start(req.Context(), req.Header)
-		if err != nil {
-			writeError(w, req, err.(*connect.Error)) //nolint:errorlint // start returns *connect.Error
-			return
-		}
-		defer cancel()
-		res, header, trailer, err := b.invoke(ctx, cc, &rawFrame{data: body, json: json})
-		if err != nil {
-			writeError(w, req, withMetadata(b.end(err), header, trailer).(*connect.Error)) //nolint:errorlint // end returns *connect.Error
-			return
-		}
-		_ = b.end(nil)
-		h := w.Header()
-		copyIncoming(h, header)
-		for k, vs := range trailer {
-			if strings.HasPrefix(k, "grpc-") {
-				continue
+		tk := "Trailer-" + http.CanonicalHeaderKey(k)
+		if strings.HasSuffix(k, "-bin") {
+			for _, v := range vs {
+				h[tk] = append(h[tk], connect.EncodeBinaryHeader([]byte(v)))
 			}
-			tk := "Trailer-" + http.CanonicalHeaderKey(k)
-			if strings.HasSuffix(k, "-bin") {
-				for _, v := range vs {
-					h[tk] = append(h[tk], connect.EncodeBinaryHeader([]byte(v)))
-				}
-				continue
-			}
-			h[tk] = append(h[tk], vs...)
+			continue
 		}
-		h["Content-Type"] = []string{ct}
-		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write(res.data)
-	})
+		h[tk] = append(h[tk], vs...)
+	}
+	h["Content-Type"] = ct
+	data := call.res.data
+	return &http.Response{
+		Status:        "200 OK",
+		StatusCode:    http.StatusOK,
+		Proto:         "HTTP/2.0",
+		ProtoMajor:    2,
+		Header:        h,
+		Body:          &frameBody{data: data},
+		ContentLength: int64(len(data)),
+		Request:       req,
+	}, true
 }
+
+var errBodyTooLarge = errors.New("goms: request body over the limit")
+
+// readBody reads a request's body whole, up to limit bytes.
+func readBody(req *http.Request, limit int) ([]byte, error) {
+	if req.Body == nil {
+		return nil, nil
+	}
+	if n := req.ContentLength; n >= 0 && n <= int64(limit) {
+		// The length generated clients set: one allocation.
+		body := make([]byte, n)
+		if _, err := io.ReadFull(req.Body, body); err != nil {
+			return nil, err
+		}
+		var one [1]byte
+		if k, _ := req.Body.Read(one[:]); k == 0 {
+			return body, nil
+		}
+		// More than announced: read the rest as below.
+		body = append(body, one[0])
+		rest, err := io.ReadAll(io.LimitReader(req.Body, int64(limit)+1-int64(len(body))))
+		body = append(body, rest...)
+		if err == nil && len(body) > limit {
+			err = errBodyTooLarge
+		}
+		return body, err
+	}
+	body, err := io.ReadAll(io.LimitReader(req.Body, int64(limit)+1))
+	if err == nil && len(body) > limit {
+		err = errBodyTooLarge
+	}
+	return body, err
+}
+
+// frameBody is the body of a unary answer kept whole.
+type frameBody struct {
+	data []byte
+	off  int
+}
+
+func (b *frameBody) Read(p []byte) (int, error) {
+	if b.off >= len(b.data) {
+		return 0, io.EOF
+	}
+	n := copy(p, b.data[b.off:])
+	b.off += n
+	return n, nil
+}
+
+// WriteTo lets io.Copy take the bytes without a buffer of its own.
+func (b *frameBody) WriteTo(w io.Writer) (int64, error) {
+	n, err := w.Write(b.data[b.off:])
+	b.off += n
+	return int64(n), err
+}
+
+func (b *frameBody) Close() error { return nil }
