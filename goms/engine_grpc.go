@@ -236,7 +236,7 @@ func (e *grpcEngine) handleStream(_ any, stream grpc.ServerStream) error {
 	defer cancel(nil)
 	defer stop()
 
-	md, _ := metadata.FromIncomingContext(ctx)
+	md, _ := metadata.FromIncomingContext(ctx) // a copy: ours to change
 	header := make(http.Header, len(md)+1)
 	host := ""
 	for k, v := range md {
@@ -255,7 +255,7 @@ func (e *grpcEngine) handleStream(_ any, stream grpc.ServerStream) error {
 				v[i] = base64.RawStdEncoding.EncodeToString([]byte(b))
 			}
 		}
-		header[http.CanonicalHeaderKey(k)] = v
+		header[canonicalKey(k)] = v
 	}
 	if _, ok := header["Content-Type"]; !ok {
 		header["Content-Type"] = []string{"application/grpc"}
@@ -270,24 +270,73 @@ func (e *grpcEngine) handleStream(_ any, stream grpc.ServerStream) error {
 			tlsState = info.tls
 		}
 	}
-	body := &streamBody{stream: stream}
-	req := (&http.Request{
+	call := &bridgedStream{
+		body: streamBody{stream: stream},
+		w:    streamWriter{stream: stream, header: make(http.Header, 4)},
+	}
+	// WithContext copies the request: the first one is a pooled template.
+	tmpl := requestTemplates.Get().(*http.Request)
+	*tmpl = http.Request{
 		Method:        http.MethodPost,
 		URL:           &url.URL{Path: method},
 		RequestURI:    method,
 		Proto:         "HTTP/2.0",
 		ProtoMajor:    2,
 		Header:        header,
-		Body:          body,
+		Body:          &call.body,
 		ContentLength: -1,
 		Host:          host,
 		RemoteAddr:    remote,
 		TLS:           tlsState,
-	}).WithContext(ctx)
-	w := &streamWriter{stream: stream, header: make(http.Header, 4)}
-	e.l.ServeHTTP(w, req)
-	body.free()
-	return w.finish()
+	}
+	req := tmpl.WithContext(ctx)
+	*tmpl = http.Request{}
+	requestTemplates.Put(tmpl)
+	e.l.ServeHTTP(&call.w, req)
+	call.body.free()
+	return call.w.finish()
+}
+
+// bridgedStream is what one bridged call needs, allocated at once.
+type bridgedStream struct {
+	body streamBody
+	w    streamWriter
+}
+
+var requestTemplates = sync.Pool{New: func() any { return new(http.Request) }}
+
+// canonicalKey is http.CanonicalHeaderKey, without allocating for the
+// keys gRPC calls carry most.
+func canonicalKey(k string) string {
+	switch k {
+	case "content-type":
+		return "Content-Type"
+	case "user-agent":
+		return "User-Agent"
+	case "x-request-id":
+		return "X-Request-Id"
+	case "traceparent":
+		return "Traceparent"
+	case "authorization":
+		return "Authorization"
+	}
+	return http.CanonicalHeaderKey(k)
+}
+
+// lowerKey is strings.ToLower for header keys, without allocating for the
+// keys connect handlers write most.
+func lowerKey(k string) string {
+	switch k {
+	case "Grpc-Status":
+		return "grpc-status"
+	case "Grpc-Message":
+		return "grpc-message"
+	case "Grpc-Status-Details-Bin":
+		return "grpc-status-details-bin"
+	case "X-Request-Id":
+		return "x-request-id"
+	}
+	return strings.ToLower(k)
 }
 
 // rawCodec passes message bytes through: the connect handler does the
@@ -392,6 +441,7 @@ type streamWriter struct {
 	sentHeader  bool
 	status      int
 	pending     []byte // bytes of an envelope not complete yet
+	prefix      [5]byte
 	msg         []byte
 	err         error
 }
@@ -433,13 +483,28 @@ func (w *streamWriter) Write(p []byte) (int, error) {
 		}
 		if len(w.pending) < 5 {
 			take := min(5-len(w.pending), len(p))
+			if w.pending == nil {
+				w.pending = w.prefix[:0]
+			}
 			w.pending = append(w.pending, p[:take]...)
 			p = p[take:]
 			if len(w.pending) < 5 {
 				break
 			}
 		}
-		need := 5 + int(binary.BigEndian.Uint32(w.pending[1:5]))
+		size := int(binary.BigEndian.Uint32(w.pending[1:5]))
+		if len(w.pending) == 5 && len(p) >= size {
+			// connect writes the prefix and then the message: the message
+			// is sent from its own write, not copied.
+			flags := w.pending[0]
+			w.pending = w.pending[:0]
+			if err := w.send(flags, p[:size]); err != nil {
+				return 0, err
+			}
+			p = p[size:]
+			continue
+		}
+		need := 5 + size
 		take := min(need-len(w.pending), len(p))
 		w.pending = append(w.pending, p[:take]...)
 		p = p[take:]
@@ -512,12 +577,14 @@ func (w *streamWriter) finish() error {
 		}
 	}
 	trailer := toMetadata(w.header, true)
-	code := trailer.Get("grpc-status")
-	message := trailer.Get("grpc-message")
-	details := trailer.Get("grpc-status-details-bin")
-	delete(trailer, "grpc-status")
-	delete(trailer, "grpc-message")
-	delete(trailer, "grpc-status-details-bin")
+	code := trailer["grpc-status"]
+	message := trailer["grpc-message"]
+	details := trailer["grpc-status-details-bin"]
+	if len(code) > 0 || len(message) > 0 || len(details) > 0 {
+		delete(trailer, "grpc-status")
+		delete(trailer, "grpc-message")
+		delete(trailer, "grpc-status-details-bin")
+	}
 	if len(trailer) > 0 {
 		w.stream.SetTrailer(trailer)
 	}
@@ -532,6 +599,9 @@ func (w *streamWriter) finish() error {
 	}
 	if len(code) == 0 {
 		return status.Error(codes.Internal, "goms: handler ended without a grpc-status")
+	}
+	if code[0] == "0" {
+		return nil
 	}
 	c, err := strconv.ParseUint(code[0], 10, 32)
 	if err != nil {
@@ -552,11 +622,31 @@ func (w *streamWriter) finish() error {
 
 // toMetadata converts response headers (trailers=false) or trailers
 // (trailers=true: keys with http.TrailerPrefix and keys announced in a
-// Trailer header) into gRPC metadata, decoding -bin values.
+// Trailer header) into gRPC metadata, decoding -bin values; nil when there
+// are none.
 func toMetadata(h http.Header, trailers bool) metadata.MD {
-	md := make(metadata.MD)
-	add := func(k string, v []string) {
-		k = strings.ToLower(k)
+	var md metadata.MD
+	announced := h["Trailer"]
+	for k, v := range h {
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+			if !trailers {
+				continue
+			}
+			k = name
+		} else {
+			isTrailer := len(announced) > 0 && announcedTrailer(announced, k)
+			if trailers != isTrailer {
+				continue
+			}
+			switch k {
+			case "Content-Type", "Grpc-Accept-Encoding", "Grpc-Encoding", "Trailer", "Content-Length", "Date", "Te":
+				continue
+			}
+		}
+		if md == nil {
+			md = make(metadata.MD, len(h))
+		}
+		k = lowerKey(k)
 		if strings.HasSuffix(k, "-bin") {
 			decoded := make([]string, 0, len(v))
 			for _, s := range v {
@@ -568,25 +658,11 @@ func toMetadata(h http.Header, trailers bool) metadata.MD {
 			}
 			v = decoded
 		}
-		md[k] = append(md[k], v...)
-	}
-	announced := h["Trailer"]
-	for k, v := range h {
-		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
-			if trailers {
-				add(name, v)
-			}
-			continue
+		if prev, ok := md[k]; ok {
+			md[k] = append(prev, v...)
+		} else {
+			md[k] = v
 		}
-		isTrailer := announcedTrailer(announced, k)
-		if trailers != isTrailer {
-			continue
-		}
-		switch k {
-		case "Content-Type", "Grpc-Accept-Encoding", "Grpc-Encoding", "Trailer", "Content-Length", "Date", "Te":
-			continue
-		}
-		add(k, v)
 	}
 	return md
 }

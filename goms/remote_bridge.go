@@ -168,7 +168,13 @@ func (b bridgeCall) start(ctx context.Context, header http.Header) (context.Cont
 	b.r.stats.calls.Add(1)
 	b.r.budget.earn()
 	ctx, cancel := b.m.deadline(ctx, !b.edge)
-	return metadata.NewOutgoingContext(ctx, outgoingMetadata(header)), cc, cancel, nil
+	md := outgoingMetadata(header)
+	if md == nil {
+		if _, ok := metadata.FromOutgoingContext(ctx); !ok {
+			return ctx, cc, cancel, nil // no metadata to send, none to replace
+		}
+	}
+	return metadata.NewOutgoingContext(ctx, md), cc, cancel, nil
 }
 
 func (b bridgeCall) end(err error) error {
@@ -252,9 +258,13 @@ func (c *unaryCall) release() {
 	unaryCalls.Put(c)
 }
 
-// run sends msg and waits for the answer.
+// run sends msg and waits for the answer. Its latency is kept for the
+// hedge delay of the methods that may hedge without a fixed one.
 func (c *unaryCall) run(ctx context.Context, b bridgeCall, cc *grpc.ClientConn, msg *rawFrame) error {
 	c.opts[0] = codecOption(msg.json)
+	if !b.m.hedge || b.m.fixedDelay > 0 || !b.r.hedges.allowed(b.r) {
+		return cc.Invoke(ctx, b.m.procedure, msg, &c.res, c.opts[:]...)
+	}
 	start := time.Now()
 	err := cc.Invoke(ctx, b.m.procedure, msg, &c.res, c.opts[:]...)
 	if err == nil {
@@ -530,14 +540,18 @@ func endpointFailure(c codes.Code) bool {
 }
 
 // outgoingMetadata is the metadata sent for a caller's headers: all but
-// those of the protocols and of HTTP itself, binary values decoded.
+// those of the protocols and of HTTP itself, binary values decoded; nil
+// when there is none.
 func outgoingMetadata(h http.Header) metadata.MD {
-	md := make(metadata.MD, len(h))
+	var md metadata.MD
 	for k, vs := range h {
 		if !forwardedHeader(k) {
 			continue
 		}
-		key := strings.ToLower(k)
+		if md == nil {
+			md = make(metadata.MD, len(h))
+		}
+		key := lowerKey(k)
 		if strings.HasSuffix(key, "-bin") {
 			for _, v := range vs {
 				if raw, err := connect.DecodeBinaryHeader(v); err == nil {
