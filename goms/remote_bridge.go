@@ -583,7 +583,7 @@ func copyIncoming(h http.Header, md metadata.MD) {
 		if strings.HasPrefix(k, "grpc-") || strings.HasPrefix(k, ":") || k == "content-type" || k == "te" {
 			continue
 		}
-		ck := http.CanonicalHeaderKey(k)
+		ck := canonicalKey(k)
 		if strings.HasSuffix(k, "-bin") {
 			for _, v := range vs {
 				h[ck] = append(h[ck], connect.EncodeBinaryHeader([]byte(v)))
