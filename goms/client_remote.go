@@ -177,7 +177,7 @@ func newRemote(s *Server, rc Remote) (*remote, error) {
 		return nil, fmt.Errorf("goms: remote %q: %w", rc.Name, err)
 	}
 	r.endpoints = endpointTable{r: r, m: make(map[string]*endpointState)}
-	r.budget.ratio, r.budget.tokens = r.RetryBudget, budgetTokens
+	r.budget.ratio = r.RetryBudget
 	for p, m := range r.methods {
 		r.client[p] = r.bridgeHandler(m, false, []connect.HandlerOption{connect.WithReadMaxBytes(s.cfg.MaxMessageBytes)})
 	}

@@ -465,6 +465,7 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		hint.set(ep.addr)
 	}
 	p.table.r.stats.attempts.Add(1)
+	p.table.r.budget.attempt()
 	start := time.Now()
 	return balancer.PickResult{SubConn: chosen.sc, Done: func(d balancer.DoneInfo) {
 		ep.done(p.table, d.Err, time.Since(start))

@@ -48,31 +48,68 @@ func (w *latencyWindow) add(d time.Duration) {
 
 func (w *latencyWindow) p95() time.Duration { return time.Duration(w.p.Load()) }
 
-// retryBudget lets hedges add at most ratio of the calls: each call earns
-// ratio of a token, each hedge spends one, and at most budgetTokens are
-// kept (the bucket starts full).
+// retryBudget bounds the attempts beyond the first of a remote's calls,
+// hedges and retries together, as Linkerd's retry budget does: over the
+// last budgetSeconds, extra attempts may add ratio of the calls, plus
+// budgetMinPerSecond a second so that a remote with few calls can still
+// hedge. grpc-go sends the retries (under its own retry throttling); they
+// count against the budget, and a hedge is sent only while it has room.
 type retryBudget struct {
-	ratio  float64
-	mu     sync.Mutex
-	tokens float64
+	ratio   float64
+	mu      sync.Mutex
+	buckets [budgetSeconds]struct {
+		at              int64 // second
+		calls, attempts int64
+	}
 }
 
-const budgetTokens = 10
+const (
+	budgetSeconds      = 10
+	budgetMinPerSecond = 1
+)
 
+func (b *retryBudget) bucket(now int64) *struct {
+	at              int64
+	calls, attempts int64
+} {
+	k := &b.buckets[now%budgetSeconds]
+	if k.at != now {
+		k.at, k.calls, k.attempts = now, 0, 0
+	}
+	return k
+}
+
+// earn counts a call.
 func (b *retryBudget) earn() {
+	now := time.Now().Unix()
 	b.mu.Lock()
-	b.tokens = min(b.tokens+b.ratio, budgetTokens)
+	b.bucket(now).calls++
 	b.mu.Unlock()
 }
 
+// attempt counts an attempt sent to an endpoint: the first of its call, a
+// retry, or a hedge.
+func (b *retryBudget) attempt() {
+	now := time.Now().Unix()
+	b.mu.Lock()
+	b.bucket(now).attempts++
+	b.mu.Unlock()
+}
+
+// take tells whether one more attempt (a hedge) fits in the budget.
 func (b *retryBudget) take() bool {
+	now := time.Now().Unix()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.tokens < 1 {
-		return false
+	var calls, attempts int64
+	for i := range b.buckets {
+		if k := &b.buckets[i]; now-k.at < budgetSeconds {
+			calls += k.calls
+			attempts += k.attempts
+		}
 	}
-	b.tokens--
-	return true
+	extra := max(0, attempts-calls)
+	return float64(extra+1) <= b.ratio*float64(calls)+budgetMinPerSecond*budgetSeconds
 }
 
 // throttle is client-side adaptive throttling (Google SRE book, "Handling
