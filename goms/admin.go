@@ -34,16 +34,17 @@ type Admin struct {
 // adminRoutes returns the plain routes of the admin listener.
 func (s *Server) adminRoutes() map[string]http.Handler {
 	routes := make(map[string]http.Handler)
+	// The status page first: routes of admin plugins win over it.
+	if s.status != nil {
+		for path, h := range s.status.routes() {
+			routes[path] = h
+		}
+	}
 	for _, p := range s.cfg.Plugins {
 		if ap, ok := p.(AdminPlugin); ok {
 			for path, h := range ap.AdminRoutes() {
 				routes[path] = h
 			}
-		}
-	}
-	if s.status != nil {
-		for path, h := range s.status.routes() {
-			routes[path] = h
 		}
 	}
 	if s.cfg.Admin.Pprof {

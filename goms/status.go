@@ -18,10 +18,10 @@ import (
 	"connectrpc.com/connect"
 )
 
-// Paths of the status page on the admin listener. The page is also served
-// at "/" of the admin listener. StatusJSONPath serves the document the
-// page shows, which docs/observability.md describes field by field; its
-// fields are only ever added to.
+// Paths of the status page on the admin listener, which also serves it at
+// "/" unless an AdminPlugin serves that path. StatusJSONPath serves the
+// document the page shows, which docs/observability.md describes field by
+// field; its fields are only ever added to.
 const (
 	StatusPath     = "/status"
 	StatusJSONPath = "/status.json"

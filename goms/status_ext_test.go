@@ -327,7 +327,14 @@ func TestStatusPage(t *testing.T) {
 		t.Errorf("GET %s on the gateway listener: %s", goms.StatusJSONPath, res.Status)
 	}
 
-	off := gomstest.Start(t, goms.Config{Listeners: []goms.Listener{{Name: "gateway"}}, Admin: goms.Admin{Addr: "127.0.0.1:0", DisableStatus: true}}, nil)
+	cfg, err := goms.LoadConfig([]byte("listeners: [{name: gateway}]"), "", nil, []string{"admin.address=127.0.0.1:0", "admin.disable_status=true"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Admin.DisableStatus {
+		t.Fatal("admin.disable_status=true did not set Admin.DisableStatus")
+	}
+	off := gomstest.Start(t, cfg, nil)
 	for _, path := range []string{"/", goms.StatusPath, goms.StatusJSONPath} {
 		res, err := http.Get("http://" + off.Addr(goms.AdminListenerName) + path)
 		if err != nil {
