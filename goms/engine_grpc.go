@@ -108,12 +108,18 @@ func (e *grpcEngine) tap(ctx context.Context, _ *tap.Info) (context.Context, err
 }
 
 // streamWorkers is the number of goroutines that run gRPC calls; calls
-// beyond it get a goroutine of their own, as without workers. As many as
-// net/http listeners keep (workersPerCPU): a connection's reader hands
-// out a whole batch of streams before the workers run.
+// beyond it get a goroutine of their own, as without workers. Few of
+// them: grpc-go hands a call to the worker idle longest, and the garbage
+// collector halves the stack of a worker that stayed idle through a
+// cycle, so each of many workers would grow its stack again at nearly
+// every call it takes (a twentieth of a unary call's CPU). A few workers
+// are busy often enough to keep theirs.
 func streamWorkers() uint32 {
-	return uint32(workersPerCPU * runtime.GOMAXPROCS(0))
+	return uint32(grpcWorkersPerCPU * runtime.GOMAXPROCS(0))
 }
+
+// grpcWorkersPerCPU sets the stream workers per GOMAXPROCS.
+const grpcWorkersPerCPU = 8
 
 // serve routes the connections of ln until it is closed, and then
 // returns http.ErrServerClosed, as net/http's Serve does.
