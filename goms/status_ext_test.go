@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
 
 	childv1 "github.com/reversTeam/go-ms/gen/child/v1"
 	"github.com/reversTeam/go-ms/gen/child/v1/childv1connect"
@@ -278,6 +279,21 @@ func TestStatusJSON(t *testing.T) {
 	}
 	if !found || len(doc.Errors) != 1+limited {
 		t.Errorf("errors: %v, want Create's failed_precondition with its request id and %d rate limited", codes, limited)
+	}
+
+	// The parent says NOT_SERVING, as when it drains: the page follows.
+	parent.Server.SetHealth(gomsv1connect.GoMsServiceName, grpchealth.StatusNotServing)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		doc, _ := getStatus(t, admin)
+		ep := doc.Remotes[0].Endpoints[0]
+		if ep.State == "draining" && !ep.Healthy && doc.Remotes[0].Healthy == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("endpoint of a parent that says NOT_SERVING: %+v after 5s", ep)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
