@@ -427,9 +427,13 @@ func (r *remote) serviceConfig() string {
 	slices.SortFunc(pure, byMethod)
 	cfg := map[string]any{
 		"loadBalancingConfig": []map[string]any{{balancerName: map[string]any{}}},
-		// Retries spend tokens that successes earn back at RetryBudget
-		// per call; they stop while fewer than half are left.
-		"retryThrottling": map[string]float64{"maxTokens": 10, "tokenRatio": r.RetryBudget * 10},
+		// grpc-go's retry throttling: each failed call spends a token,
+		// each success earns RetryBudget×10 back, and retries stop while
+		// fewer than half are left. 100 tokens let the calls in flight on
+		// a replica that dies at once be sent again (with 10, eight calls
+		// cut together stopped retries); the retry budget bounds the
+		// attempts they add.
+		"retryThrottling": map[string]float64{"maxTokens": 100, "tokenRatio": r.RetryBudget * 10},
 	}
 	var methods []methodConfig
 	for _, mc := range []struct {

@@ -11,8 +11,9 @@ import (
 // goms_remote_calls_total, goms_remote_attempts_total (retries and hedges
 // included), goms_remote_hedges_total, goms_remote_throttled_total and
 // goms_remote_ejections_total by remote; and by remote and endpoint,
-// goms_remote_endpoint_up (1 when ready, 0 otherwise: draining, checking, ejected, no_service or unavailable;
-// with the state as a label), goms_remote_endpoint_in_flight and
+// goms_remote_endpoint_up (1 when ready, 0 otherwise: draining, checking,
+// ejected, no_service or unavailable; with the state as a label),
+// goms_remote_endpoint_in_flight and
 // goms_remote_endpoint_latency_seconds (a moving average). Call it once,
 // after goms.New.
 func (m *Metrics) ObserveRemotes(srv *goms.Server) error {
