@@ -234,8 +234,9 @@ func quoteAll(names []string) string {
 	return strings.Join(q, ", ")
 }
 
-// dispatchInterceptor applies to each procedure the chain its
-// configuration selects. connect wraps a handler once per procedure, before
+// dispatchInterceptor gives every call its request id (RequestIDHeader),
+// whatever interceptors its rules select, and applies to each procedure
+// the chain its configuration selects. connect wraps a handler once per procedure, before
 // the procedure is known, so the chain is built at the first call and
 // reused after that.
 type dispatchInterceptor struct {
@@ -257,6 +258,8 @@ func (d dispatchInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc
 			}
 			limits = deadlinesOf(d.s.cfg.Interceptors.Rules, req.Spec().Procedure, false)
 		})
+		id := requestID(req.Header())
+		ctx = context.WithValue(ctx, requestIDKey{}, id)
 		if len(d.s.cfg.Propagate) > 0 {
 			ctx = context.WithValue(ctx, inboundHeaderKey{}, req.Header())
 		}
@@ -265,8 +268,13 @@ func (d dispatchInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc
 			defer cancel()
 		}
 		res, err := chain(ctx, req)
+		if res != nil {
+			res.Header().Set(RequestIDHeader, id)
+		} else if ce := asConnectError(err); ce != nil {
+			ce.Meta().Set(RequestIDHeader, id)
+		}
 		if err != nil && d.s.status != nil {
-			d.s.status.failed(req.Spec().Procedure, err, req.Header())
+			d.s.status.failed(req.Spec().Procedure, err, id)
 		}
 		return res, err
 	}
@@ -288,6 +296,9 @@ func (d dispatchInterceptor) WrapStreamingHandler(next connect.StreamingHandlerF
 			}
 			limits = deadlinesOf(d.s.cfg.Interceptors.Rules, conn.Spec().Procedure, conn.Spec().StreamType != connect.StreamTypeUnary)
 		})
+		id := requestID(conn.RequestHeader())
+		conn.ResponseHeader().Set(RequestIDHeader, id)
+		ctx = context.WithValue(ctx, requestIDKey{}, id)
 		if len(d.s.cfg.Propagate) > 0 {
 			ctx = context.WithValue(ctx, inboundHeaderKey{}, conn.RequestHeader())
 		}
@@ -297,7 +308,7 @@ func (d dispatchInterceptor) WrapStreamingHandler(next connect.StreamingHandlerF
 		}
 		err := chain(ctx, conn)
 		if err != nil && d.s.status != nil {
-			d.s.status.failed(conn.Spec().Procedure, err, conn.RequestHeader())
+			d.s.status.failed(conn.Spec().Procedure, err, id)
 		}
 		return err
 	}

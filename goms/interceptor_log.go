@@ -11,15 +11,17 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// RequestIDHeader carries the id of a call. goms takes it from the request,
-// or makes one, returns it in the response, and puts it in the handler's
-// context (RequestID) and in every access log record.
+// RequestIDHeader carries the id of a call. goms takes it from the request
+// (up to 128 bytes) or makes one, returns it in the response, puts it in
+// the handler's context (RequestID), in every access log record and, with
+// Config.Propagate, in the calls the handler makes. Every call gets one,
+// whatever interceptors its rules select.
 const RequestIDHeader = "X-Request-Id"
 
 type requestIDKey struct{}
 
-// RequestID returns the id of the call ctx belongs to, or "" outside a call
-// that went through the access log interceptor.
+// RequestID returns the id of the call ctx belongs to, or "" outside a
+// call.
 func RequestID(ctx context.Context) string {
 	id, _ := ctx.Value(requestIDKey{}).(string)
 	return id
@@ -44,7 +46,7 @@ func requestID(h interface{ Get(string) string }) string {
 
 // accessLogInterceptor writes one record per call once it ends, at
 // Config.Log.AccessLevel, with the fields a reader of logs needs to follow
-// a call. It handles the request id whether or not the record is written.
+// a call.
 type accessLogInterceptor struct {
 	logger *slog.Logger
 	level  slog.Level
@@ -54,20 +56,13 @@ type accessLogInterceptor struct {
 func (a accessLogInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 		start := time.Now()
-		id := requestID(req.Header())
-		ctx = context.WithValue(ctx, requestIDKey{}, id)
 		res, err := next(ctx, req)
-		if res != nil {
-			res.Header().Set(RequestIDHeader, id)
-		} else if ce := asConnectError(err); ce != nil {
-			ce.Meta().Set(RequestIDHeader, id)
-		}
 		if a.file != nil || a.logger.Enabled(ctx, a.level) {
 			var resBytes int
 			if res != nil {
 				resBytes = messageSize(res.Any())
 			}
-			a.log(ctx, req.Spec().Procedure, req.Peer(), id, start, err, messageSize(req.Any()), resBytes, 1, boolInt(res != nil))
+			a.log(ctx, req.Spec().Procedure, req.Peer(), RequestID(ctx), start, err, messageSize(req.Any()), resBytes, 1, boolInt(res != nil))
 		}
 		return res, err
 	}
@@ -80,13 +75,10 @@ func (accessLogInterceptor) WrapStreamingClient(next connect.StreamingClientFunc
 func (a accessLogInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
 		start := time.Now()
-		id := requestID(conn.RequestHeader())
-		conn.ResponseHeader().Set(RequestIDHeader, id)
-		ctx = context.WithValue(ctx, requestIDKey{}, id)
 		counted := &countingConn{StreamingHandlerConn: conn}
 		err := next(ctx, counted)
 		if a.file != nil || a.logger.Enabled(ctx, a.level) {
-			a.log(ctx, conn.Spec().Procedure, conn.Peer(), id, start, err, counted.recvBytes, counted.sentBytes, counted.recv, counted.sent)
+			a.log(ctx, conn.Spec().Procedure, conn.Peer(), RequestID(ctx), start, err, counted.recvBytes, counted.sentBytes, counted.recv, counted.sent)
 		}
 		return err
 	}

@@ -2,6 +2,8 @@ package goms_test
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"log/slog"
 	"regexp"
 	"strings"
@@ -140,4 +142,55 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// TestRequestIDWithoutAccessLog checks that the request id is a step of
+// its own: with the access log removed by a rule, every call, unary or
+// streaming, in every protocol, still keeps the caller's id or gets one,
+// and returns it.
+func TestRequestIDWithoutAccessLog(t *testing.T) {
+	t.Parallel()
+	run := gomstest.Start(t, goms.Config{
+		Listeners: []goms.Listener{{Name: "gateway"}},
+		Interceptors: goms.Interceptors{Rules: map[string]goms.Rule{
+			gomsv1connect.GoMsServiceName: {Remove: []string{goms.InterceptorAccessLog}},
+		}},
+	}, nil)
+	generated := regexp.MustCompile(`^[0-9a-f]{16}$`)
+	for _, p := range icProtocols {
+		t.Run(p.name, func(t *testing.T) {
+			client := p.gomsClient(t, run.URL("gateway"))
+			req := connect.NewRequest(&gomsv1.CreateRequest{Name: "no-log-" + p.name})
+			req.Header().Set(goms.RequestIDHeader, "caller-"+p.name)
+			res, err := client.Create(t.Context(), req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := res.Header().Get(goms.RequestIDHeader); got != "caller-"+p.name {
+				t.Errorf("unary: response %s %q, want the caller's", goms.RequestIDHeader, got)
+			}
+			_, err = client.Get(t.Context(), connect.NewRequest(&gomsv1.GetRequest{Id: "0000000000000000"}))
+			var ce *connect.Error
+			if !errors.As(err, &ce) || !generated.MatchString(ce.Meta().Get(goms.RequestIDHeader)) {
+				t.Errorf("failed unary call: %v, %s %q; want a generated id", err, goms.RequestIDHeader, ce.Meta().Get(goms.RequestIDHeader))
+			}
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			stream, err := client.Watch(ctx, connect.NewRequest(&gomsv1.WatchRequest{}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := client.Create(t.Context(), connect.NewRequest(&gomsv1.CreateRequest{Name: "watched-" + p.name})); err != nil {
+				t.Fatal(err)
+			}
+			if !stream.Receive() {
+				t.Fatalf("stream: %v", stream.Err())
+			}
+			if got := stream.ResponseHeader().Get(goms.RequestIDHeader); !generated.MatchString(got) {
+				t.Errorf("stream: response %s %q, want a generated id", goms.RequestIDHeader, got)
+			}
+			cancel()
+			_ = stream.Close()
+		})
+	}
 }

@@ -199,19 +199,8 @@ type errorRecord struct {
 // failed records a call that ended with err. Only the code, the procedure
 // and the request id are kept: never headers, messages or error texts,
 // which may carry what the caller sent.
-func (st *statusBoard) failed(procedure string, err error, header http.Header) {
-	rec := &errorRecord{Time: time.Now(), Procedure: procedure}
-	if ce, ok := err.(*connect.Error); ok {
-		rec.Code = ce.Code().String()
-		rec.RequestID = ce.Meta().Get(RequestIDHeader)
-	} else {
-		rec.Code = connect.CodeOf(err).String()
-	}
-	if rec.RequestID == "" {
-		if id := header.Get(RequestIDHeader); len(id) <= maxRequestIDLen {
-			rec.RequestID = id
-		}
-	}
+func (st *statusBoard) failed(procedure string, err error, requestID string) {
+	rec := &errorRecord{Time: time.Now(), Procedure: procedure, RequestID: requestID, Code: connect.CodeOf(err).String()}
 	n := st.next.Add(1) - 1
 	st.errors[n%maxRecentErrors].Store(rec)
 }
