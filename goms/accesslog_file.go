@@ -13,9 +13,9 @@ import (
 	"connectrpc.com/connect"
 )
 
-// DefaultAccessBuffer is the size of the access log file's buffer unless
+// defaultAccessBuffer is the size of the access log file's buffer unless
 // Log.AccessBuffer says otherwise.
-const DefaultAccessBuffer = 1 << 20
+const defaultAccessBuffer = 1 << 20
 
 // accessFile writes access log records as JSON lines to a file through a
 // buffer that a goroutine writes out every accessFlushInterval, or sooner

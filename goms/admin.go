@@ -5,10 +5,6 @@ import (
 	"net/http/pprof"
 )
 
-// DefaultAdminAddr is the conventional address of the admin listener, the
-// address the original GoMs exporter used.
-const DefaultAdminAddr = "127.0.0.1:4242"
-
 // AdminListenerName is the name of the admin listener in logs, errors and
 // MountOn.
 const AdminListenerName = "admin"
@@ -19,7 +15,7 @@ const AdminListenerName = "admin"
 // pprof, and none of the mounted services (unless MountOn names it).
 type Admin struct {
 	// Addr is the listener's address; empty means no admin listener.
-	// DefaultAdminAddr is the usual choice.
+	// "127.0.0.1:4242", the original GoMs exporter's, is the usual choice.
 	Addr string `yaml:"address"`
 	// Pprof serves net/http/pprof under /debug/pprof/. Off by default:
 	// profiles reveal a lot about a process.

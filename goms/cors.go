@@ -12,9 +12,9 @@ import (
 	"github.com/rs/cors"
 )
 
-// DefaultCORSMaxAge is how long browsers may cache a preflight answer when
+// defaultCORSMaxAge is how long browsers may cache a preflight answer when
 // CORS.MaxAge is zero: two hours, the longest Chromium honours.
-const DefaultCORSMaxAge = 2 * time.Hour
+const defaultCORSMaxAge = 2 * time.Hour
 
 // CORS lets web pages served from other origins call a listener from a
 // browser. The zero value allows no other origin: browsers then let only
@@ -41,7 +41,7 @@ type CORS struct {
 	// Grpc-Status-Details-Bin), such as "X-Request-Id". Default none.
 	ExposedHeaders []string `yaml:"exposed_headers"`
 	// MaxAge is how long browsers may cache a preflight answer. Default
-	// DefaultCORSMaxAge (2h).
+	// 2h, the longest Chromium honours.
 	MaxAge time.Duration `yaml:"max_age"`
 }
 
@@ -67,7 +67,7 @@ func (c CORS) check() (CORS, error) {
 	case c.MaxAge < 0:
 		return c, fmt.Errorf("cors: max_age: %v is negative", c.MaxAge)
 	case c.MaxAge == 0:
-		c.MaxAge = DefaultCORSMaxAge
+		c.MaxAge = defaultCORSMaxAge
 	}
 	return c, nil
 }

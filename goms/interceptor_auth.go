@@ -30,9 +30,9 @@ const (
 	PolicyDenied Policy = "denied"
 )
 
-// DefaultAPIKeyHeader is the header Auth reads API keys from unless
+// defaultAPIKeyHeader is the header Auth reads API keys from unless
 // Auth.APIKeyHeader says otherwise.
-const DefaultAPIKeyHeader = "X-Api-Key"
+const defaultAPIKeyHeader = "X-Api-Key"
 
 // Auth configures the auth interceptor, InterceptorAuth. It is on when
 // Verifier, Default or Policies is set.
@@ -47,7 +47,7 @@ type Auth struct {
 	// when the server starts.
 	Policies map[string]Policy `yaml:"policies"`
 	// APIKeyHeader is the request header that carries API keys. Default
-	// DefaultAPIKeyHeader ("X-Api-Key").
+	// "X-Api-Key".
 	APIKeyHeader string `yaml:"api_key_header"`
 	// Verifier checks the bearer token or API key of a call to an
 	// authenticated procedure. Nil means that only client certificates
@@ -139,7 +139,7 @@ func (a Auth) withDefaults() (Auth, error) {
 		}
 	}
 	if a.APIKeyHeader == "" {
-		a.APIKeyHeader = DefaultAPIKeyHeader
+		a.APIKeyHeader = defaultAPIKeyHeader
 	}
 	a.APIKeyHeader = http.CanonicalHeaderKey(a.APIKeyHeader)
 	return a, nil

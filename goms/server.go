@@ -19,12 +19,12 @@ import (
 
 // Defaults of the Config fields whose zero value means "the default".
 const (
-	DefaultShutdownTimeout      = 10 * time.Second
-	DefaultReadHeaderTimeout    = 10 * time.Second
-	DefaultIdleTimeout          = 2 * time.Minute
-	DefaultMaxHeaderBytes       = 1 << 20
-	DefaultMaxMessageBytes      = 4 << 20
-	DefaultMaxConcurrentStreams = 250
+	defaultShutdownTimeout      = 10 * time.Second
+	defaultReadHeaderTimeout    = 10 * time.Second
+	defaultIdleTimeout          = 2 * time.Minute
+	defaultMaxHeaderBytes       = 1 << 20
+	defaultMaxMessageBytes      = 4 << 20
+	defaultMaxConcurrentStreams = 250
 )
 
 // ErrServerClosed is returned by Listen, Serve and Mount once a server has
@@ -44,28 +44,28 @@ type Config struct {
 	DrainDelay time.Duration `yaml:"drain_delay"`
 	// ShutdownTimeout is the grace period calls in flight get when the
 	// server stops; calls still running then end with CodeUnavailable.
-	// Default DefaultShutdownTimeout (10s).
+	// Default 10s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// ReadHeaderTimeout bounds the time a client may take to send request
 	// headers: a connection's first request's, the HTTP/2 preface
 	// included, counted from the accept, then each HTTP/1.1 request's.
-	// Default DefaultReadHeaderTimeout (10s).
+	// Default 10s.
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
 	// IdleTimeout closes connections that carried no request for that
-	// long. Default DefaultIdleTimeout (2m).
+	// long. Default 2m.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// MaxHeaderBytes bounds the size of request headers, HTTP/1.1 and
 	// HTTP/2 alike; an HTTP/2 header block (HEADERS and CONTINUATION
 	// frames) may hold it plus 16 KiB of encoded bytes before the
-	// connection is closed. Default DefaultMaxHeaderBytes (1 MiB).
+	// connection is closed. Default 1 MiB.
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
 	// MaxMessageBytes bounds the size of one request message, after
 	// decompression, in handlers built with HandlerOptions; larger
-	// messages fail with CodeResourceExhausted. Default
-	// DefaultMaxMessageBytes (4 MiB, as grpc-go).
+	// messages fail with CodeResourceExhausted. Default 4 MiB, as
+	// grpc-go.
 	MaxMessageBytes int `yaml:"max_message_bytes"`
 	// MaxConcurrentStreams bounds the calls in flight on one HTTP/2
-	// connection. Default DefaultMaxConcurrentStreams (250).
+	// connection. Default 250.
 	MaxConcurrentStreams int `yaml:"max_concurrent_streams"`
 
 	// Services lists the services this process runs, by fully-qualified
@@ -133,7 +133,7 @@ type Log struct {
 	// stops. Default: none, records go to the logger.
 	AccessFile string `yaml:"access_file"`
 	// AccessBuffer is the size of AccessFile's buffer, in bytes. Default
-	// DefaultAccessBuffer (1 MiB).
+	// 1 MiB.
 	AccessBuffer int `yaml:"access_buffer"`
 }
 
@@ -244,7 +244,7 @@ func New(cfg Config) (_ *Server, err error) {
 			return nil, fmt.Errorf("goms: log.access_buffer: %d is negative", cfg.Log.AccessBuffer)
 		}
 		if cfg.Log.AccessBuffer == 0 {
-			cfg.Log.AccessBuffer = DefaultAccessBuffer
+			cfg.Log.AccessBuffer = defaultAccessBuffer
 		}
 		f, err := openAccessFile(cfg.Log.AccessFile, cfg.Log.AccessBuffer, cfg.Log.accessLevel(), s.logger)
 		if err != nil {
@@ -325,9 +325,9 @@ func (c Config) withDefaults() (Config, error) {
 		def  time.Duration
 	}{
 		{"drain_delay", &c.DrainDelay, 0},
-		{"shutdown_timeout", &c.ShutdownTimeout, DefaultShutdownTimeout},
-		{"read_header_timeout", &c.ReadHeaderTimeout, DefaultReadHeaderTimeout},
-		{"idle_timeout", &c.IdleTimeout, DefaultIdleTimeout},
+		{"shutdown_timeout", &c.ShutdownTimeout, defaultShutdownTimeout},
+		{"read_header_timeout", &c.ReadHeaderTimeout, defaultReadHeaderTimeout},
+		{"idle_timeout", &c.IdleTimeout, defaultIdleTimeout},
 	}
 	for _, d := range durations {
 		if *d.v < 0 {
@@ -342,9 +342,9 @@ func (c Config) withDefaults() (Config, error) {
 		v    *int
 		def  int
 	}{
-		{"max_header_bytes", &c.MaxHeaderBytes, DefaultMaxHeaderBytes},
-		{"max_message_bytes", &c.MaxMessageBytes, DefaultMaxMessageBytes},
-		{"max_concurrent_streams", &c.MaxConcurrentStreams, DefaultMaxConcurrentStreams},
+		{"max_header_bytes", &c.MaxHeaderBytes, defaultMaxHeaderBytes},
+		{"max_message_bytes", &c.MaxMessageBytes, defaultMaxMessageBytes},
+		{"max_concurrent_streams", &c.MaxConcurrentStreams, defaultMaxConcurrentStreams},
 	}
 	for _, n := range sizes {
 		if *n.v < 0 {

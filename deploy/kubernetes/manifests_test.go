@@ -547,7 +547,7 @@ func TestDeployments(t *testing.T) {
 			// would run before SIGTERM and take from it.
 			shutdown := c.config.ShutdownTimeout
 			if shutdown == 0 {
-				shutdown = goms.DefaultShutdownTimeout
+				shutdown = 10 * time.Second // Config.ShutdownTimeout's default
 			}
 			need := c.config.DrainDelay + shutdown + shutdownMargin
 			if spec.TerminationGracePeriodSeconds == nil {
