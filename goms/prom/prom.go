@@ -7,7 +7,7 @@
 //	}
 //	srv, err := goms.New(goms.Config{
 //		Listeners: listeners,
-//		Admin:     goms.Admin{Addr: goms.DefaultAdminAddr},
+//		Admin:     goms.Admin{Addr: "127.0.0.1:4242"},
 //		Plugins:   []goms.Plugin{metrics},
 //	})
 //
@@ -49,9 +49,9 @@ import (
 // original GoMs exporter did.
 const MetricsPath = "/metrics"
 
-// DefaultDurationBuckets are the bounds, in seconds, of the duration
-// histograms unless WithDurationBuckets says otherwise: from 1 ms to 10 s.
-var DefaultDurationBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+// defaultDurationBuckets are the bounds, in seconds, of the duration
+// histograms unless WithDurationBuckets says otherwise.
+var defaultDurationBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 
 // sizeBuckets are the bounds, in bytes, of the message size histograms:
 // powers of 4 from 64 B to 16 MiB.
@@ -95,7 +95,8 @@ func WithRegistry(r *prometheus.Registry) Option {
 }
 
 // WithDurationBuckets sets the bounds, in seconds, of the duration
-// histograms. Default DefaultDurationBuckets; no bounds means the default.
+// histograms. Default: .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1,
+// 2.5, 5 and 10 (1 ms to 10 s); no bounds means the default.
 func WithDurationBuckets(bounds ...float64) Option {
 	return optionFunc(func(c *config) { c.buckets = bounds })
 }
@@ -109,7 +110,7 @@ func New(opts ...Option) (*Metrics, error) {
 		o.apply(&c)
 	}
 	if len(c.buckets) == 0 {
-		c.buckets = DefaultDurationBuckets
+		c.buckets = defaultDurationBuckets
 	}
 	reg := c.registry
 	if reg == nil {

@@ -27,7 +27,7 @@ func record(i *interceptor, last *atomic.Pointer[procedureMetrics], err error) {
 // its procedure, protocol and code have been seen.
 func TestRecordAllocs(t *testing.T) {
 	for _, err := range []error{nil, errNotFound} {
-		i := newInterceptor("server", DefaultDurationBuckets)
+		i := newInterceptor("server", defaultDurationBuckets)
 		var last atomic.Pointer[procedureMetrics]
 		record(i, &last, err) // resolves the children
 		if allocs := testing.AllocsPerRun(1000, func() { record(i, &last, err) }); allocs != 0 {
@@ -45,7 +45,7 @@ func BenchmarkRecord(b *testing.B) {
 		err  error
 	}{{"ok", nil}, {"not_found", errNotFound}} {
 		b.Run(tc.name, func(b *testing.B) {
-			i := newInterceptor("server", DefaultDurationBuckets)
+			i := newInterceptor("server", defaultDurationBuckets)
 			var last atomic.Pointer[procedureMetrics]
 			b.ReportAllocs()
 			for b.Loop() {
@@ -56,7 +56,7 @@ func BenchmarkRecord(b *testing.B) {
 	// For comparison: the same metrics looked up by label values at each
 	// call, as a plain use of client_golang does.
 	b.Run("WithLabelValues", func(b *testing.B) {
-		i := newInterceptor("server", DefaultDurationBuckets)
+		i := newInterceptor("server", defaultDurationBuckets)
 		b.ReportAllocs()
 		for b.Loop() {
 			start := time.Now()
