@@ -19,7 +19,7 @@
 //		return err
 //	}
 //	srv.Mount(gomsv1connect.NewGoMsServiceHandler(impl, srv.HandlerOptions()...))
-//	ctx, stop := goms.SignalContext(context.Background())
+//	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 //	defer stop()
 //	return srv.Serve(ctx)
 //

@@ -272,17 +272,3 @@ func ExampleServer_Client() {
 	// first
 	// unavailable
 }
-
-func ExampleSignalContext() {
-	// Serve until SIGINT or SIGTERM; a second signal stops the process at
-	// once.
-	ctx, stop := goms.SignalContext(context.Background())
-	defer stop()
-	// err := srv.Serve(ctx)
-
-	// Here, stop ends the context instead of a signal.
-	stop()
-	<-ctx.Done()
-	fmt.Println(ctx.Err())
-	// Output: context canceled
-}

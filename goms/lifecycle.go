@@ -3,10 +3,7 @@ package goms
 import (
 	"context"
 	"errors"
-	"os"
-	"os/signal"
 	"sync"
-	"syscall"
 	"time"
 
 	"connectrpc.com/connect"
@@ -20,31 +17,6 @@ var errShuttingDown = errors.New("server is shutting down: retry the call on ano
 // flushTimeout bounds the wait, after calls were cancelled, for their final
 // statuses to reach the clients before connections are closed.
 const flushTimeout = 2 * time.Second
-
-// SignalContext returns a copy of parent that is cancelled on the first
-// SIGINT or SIGTERM, the goms counterpart of the original
-// CatchStopSignals. A second signal is no longer caught, so a second
-// Ctrl-C stops the process at once. Call stop to release the signals
-// early.
-func SignalContext(parent context.Context) (ctx context.Context, stop context.CancelFunc) {
-	ctx, cancel := context.WithCancel(parent)
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	var once sync.Once
-	release := func() { once.Do(func() { signal.Stop(sigs) }) }
-	go func() {
-		select {
-		case <-sigs:
-		case <-ctx.Done():
-		}
-		release()
-		cancel()
-	}()
-	return ctx, func() {
-		release()
-		cancel()
-	}
-}
 
 // shutdown drains and stops every listener, as Serve documents. Close cuts
 // it short.

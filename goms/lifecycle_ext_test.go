@@ -5,8 +5,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"os"
-	"os/signal"
 	"strings"
 	"syscall"
 	"testing"
@@ -454,43 +452,5 @@ func TestNewKeepsConfig(t *testing.T) {
 	defer srv.Close()
 	if srv.Addr("a") == nil {
 		t.Error(`listener "a" is gone after the caller changed its slice`)
-	}
-}
-
-// TestSignalContext checks that SIGTERM cancels the context SignalContext
-// returns, and that stop releases it. The test catches SIGTERM itself too,
-// so that a broken SignalContext fails the test rather than killing it.
-func TestSignalContext(t *testing.T) {
-	// Not parallel: it signals the whole test process.
-	guard := make(chan os.Signal, 1)
-	signal.Notify(guard, syscall.SIGTERM)
-	defer signal.Stop(guard)
-
-	ctx, stop := goms.SignalContext(t.Context())
-	defer stop()
-	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-ctx.Done():
-	case <-time.After(5 * time.Second):
-		t.Fatal("SIGTERM did not cancel the context")
-	}
-	<-guard
-
-	parent, cancelParent := context.WithCancel(t.Context())
-	ctx, stop = goms.SignalContext(parent)
-	defer stop()
-	cancelParent()
-	select {
-	case <-ctx.Done():
-	case <-time.After(5 * time.Second):
-		t.Fatal("cancelling the parent did not cancel the context")
-	}
-
-	ctx, stop = goms.SignalContext(t.Context())
-	stop()
-	if err := ctx.Err(); !errors.Is(err, context.Canceled) {
-		t.Errorf("after stop: %v, want context.Canceled", err)
 	}
 }

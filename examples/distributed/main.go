@@ -15,6 +15,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"connectrpc.com/connect"
 
@@ -41,8 +43,11 @@ func run(configFile string, set []string) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := goms.SignalContext(context.Background())
+	// SIGINT and SIGTERM drain and stop the server; a second one stops
+	// the process at once.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	context.AfterFunc(ctx, stop)
 	shutdown, err := app.Configure(ctx, &cfg)
 	if err != nil {
 		return err

@@ -18,7 +18,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/signal"
 	"strconv"
+	"syscall"
 
 	"connectrpc.com/connect"
 
@@ -70,8 +72,11 @@ func main() {
 }
 
 func run(cfg goms.Config) error {
-	ctx, stop := goms.SignalContext(context.Background())
+	// SIGINT and SIGTERM drain and stop the server; a second one stops
+	// the process at once.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	context.AfterFunc(ctx, stop)
 	srv, shutdown, err := newServer(ctx, cfg)
 	if err != nil {
 		return err

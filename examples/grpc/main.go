@@ -7,7 +7,9 @@ import (
 	"flag"
 	"net"
 	"os"
+	"os/signal"
 	"strconv"
+	"syscall"
 
 	"connectrpc.com/connect"
 
@@ -20,8 +22,11 @@ func main() {
 	port := flag.Int("grpc-port", 42001, "gRPC listener port")
 	flag.Parse()
 	logger := app.Logger()
-	ctx, stop := goms.SignalContext(context.Background())
+	// SIGINT and SIGTERM drain and stop the server; a second one stops
+	// the process at once.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	context.AfterFunc(ctx, stop)
 	cfg := goms.Config{
 		Listeners: []goms.Listener{{Name: "grpc", Addr: net.JoinHostPort(*host, strconv.Itoa(*port)), Mode: goms.ModeGRPC}},
 		Logger:    logger,

@@ -9,7 +9,9 @@ import (
 	"flag"
 	"net"
 	"os"
+	"os/signal"
 	"strconv"
+	"syscall"
 
 	"github.com/reversTeam/go-ms/examples/internal/app"
 	"github.com/reversTeam/go-ms/goms"
@@ -20,8 +22,11 @@ func main() {
 	port := flag.Int("http-port", 8080, "HTTP listener port")
 	flag.Parse()
 	logger := app.Logger()
-	ctx, stop := goms.SignalContext(context.Background())
+	// SIGINT and SIGTERM drain and stop the server; a second one stops
+	// the process at once.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	context.AfterFunc(ctx, stop)
 	cfg := goms.Config{
 		Listeners: []goms.Listener{{Name: "http", Addr: net.JoinHostPort(*host, strconv.Itoa(*port)), Mode: goms.ModeHTTP, REST: true}},
 		Logger:    logger,

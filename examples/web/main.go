@@ -17,6 +17,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/reversTeam/go-ms/examples/internal/app"
 	"github.com/reversTeam/go-ms/goms"
@@ -46,8 +48,11 @@ func main() {
 }
 
 func run(addr, pageAddr string, logger *slog.Logger) error {
-	ctx, stop := goms.SignalContext(context.Background())
+	// SIGINT and SIGTERM drain and stop the server; a second one stops
+	// the process at once.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	context.AfterFunc(ctx, stop)
 	web := goms.Listener{Name: "web", Addr: addr, Mode: goms.ModeGateway, REST: true}
 	listeners := []goms.Listener{web}
 	if pageAddr != "" {

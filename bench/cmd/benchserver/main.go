@@ -34,6 +34,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"connectrpc.com/connect"
@@ -42,7 +44,6 @@ import (
 	"github.com/reversTeam/go-ms/examples/services/gomsservice"
 	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
 	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
-	"github.com/reversTeam/go-ms/goms"
 )
 
 func main() {
@@ -63,7 +64,8 @@ func main() {
 }
 
 func run(kind, host, adminAddr string) error {
-	ctx, stop := goms.SignalContext(context.Background())
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	context.AfterFunc(ctx, stop) // a second signal stops the process at once
 	defer stop()
 	svc := gomsservice.New()
 	ids, err := seed(ctx, svc)

@@ -28,6 +28,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
+	"syscall"
 
 	conformancev1 "github.com/reversTeam/go-ms/gen/connectrpc/conformance/v1"
 	"github.com/reversTeam/go-ms/gen/connectrpc/conformance/v1/conformancev1connect"
@@ -49,7 +51,8 @@ func main() {
 	flag.Parse()
 	// The runner closes stdin once it has written the request, so the end
 	// of stdin is no signal to stop: SIGTERM is.
-	ctx, stop := goms.SignalContext(context.Background())
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	context.AfterFunc(ctx, stop) // a second signal stops the process at once
 	lc := goms.Listener{Mode: goms.Mode(*mode), Engine: goms.Engine(*engine)}
 	err := run(ctx, lc, *edge, os.Stdin, os.Stdout)
 	stop()

@@ -20,8 +20,10 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/signal"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"connectrpc.com/connect"
@@ -45,7 +47,8 @@ func main() {
 }
 
 func run(logger *slog.Logger, sleep, cpu time.Duration, adaptive bool) error {
-	ctx, stop := goms.SignalContext(context.Background())
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	context.AfterFunc(ctx, stop) // a second signal stops the process at once
 	defer stop()
 	metrics, err := prom.New()
 	if err != nil {

@@ -27,8 +27,10 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"connectrpc.com/connect"
@@ -77,7 +79,8 @@ func main() {
 }
 
 func run(cfg goms.Config, createDelay time.Duration, noService bool) error {
-	ctx, stop := goms.SignalContext(context.Background())
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	context.AfterFunc(ctx, stop) // a second signal stops the process at once
 	defer stop()
 	srv, err := goms.New(cfg)
 	if err != nil {
