@@ -104,9 +104,8 @@ func IdentityFrom(ctx context.Context) (Identity, bool) {
 	return *id, true
 }
 
-// ContextWithIdentity returns a copy of ctx that carries id, for tests of
-// handlers that read IdentityFrom.
-func ContextWithIdentity(ctx context.Context, id Identity) context.Context {
+// withIdentity returns a copy of ctx that carries id, for IdentityFrom.
+func withIdentity(ctx context.Context, id Identity) context.Context {
 	return context.WithValue(ctx, identityKey{}, &id)
 }
 
@@ -228,10 +227,10 @@ func (a *authInterceptor) authenticate(ctx context.Context, procedure string, he
 	if policy == PolicyDenied {
 		return ctx, connect.NewError(connect.CodePermissionDenied, errPermissionDenied)
 	}
-	cert := PeerCertificate(ctx)
+	cert := PeerCertificateFrom(ctx)
 	if policy == PolicyPublic {
 		if cert != nil {
-			ctx = ContextWithIdentity(ctx, certIdentity(cert))
+			ctx = withIdentity(ctx, certIdentity(cert))
 		}
 		return ctx, nil
 	}
@@ -241,7 +240,7 @@ func (a *authInterceptor) authenticate(ctx context.Context, procedure string, he
 	}
 	if creds.Bearer == "" && creds.APIKey == "" {
 		if cert != nil {
-			return ContextWithIdentity(ctx, certIdentity(cert)), nil
+			return withIdentity(ctx, certIdentity(cert)), nil
 		}
 		return ctx, connect.NewError(connect.CodeUnauthenticated, errUnauthenticated)
 	}
@@ -262,7 +261,7 @@ func (a *authInterceptor) authenticate(ctx context.Context, procedure string, he
 			id.Method = "bearer"
 		}
 	}
-	return ContextWithIdentity(ctx, id), nil
+	return withIdentity(ctx, id), nil
 }
 
 // bearer returns the token of an "Authorization: Bearer <token>" value;
@@ -314,10 +313,10 @@ func (a *authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc
 
 type peerCertificateKey struct{}
 
-// PeerCertificate returns the client certificate of the call ctx belongs
+// PeerCertificateFrom returns the client certificate of the call ctx belongs
 // to, verified by a listener with ClientCAFile (or a TLSConfig that
 // verifies client certificates), or nil.
-func PeerCertificate(ctx context.Context) *x509.Certificate {
+func PeerCertificateFrom(ctx context.Context) *x509.Certificate {
 	cert, _ := ctx.Value(peerCertificateKey{}).(*x509.Certificate)
 	return cert
 }

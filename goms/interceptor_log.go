@@ -13,16 +13,16 @@ import (
 
 // RequestIDHeader carries the id of a call. goms takes it from the request
 // (up to 128 bytes) or makes one, returns it in the response, puts it in
-// the handler's context (RequestID), in every access log record and, with
+// the handler's context (RequestIDFrom), in every access log record and, with
 // Config.Propagate, in the calls the handler makes. Every call gets one,
 // whatever interceptors its rules select.
 const RequestIDHeader = "X-Request-Id"
 
 type requestIDKey struct{}
 
-// RequestID returns the id of the call ctx belongs to, or "" outside a
+// RequestIDFrom returns the id of the call ctx belongs to, or "" outside a
 // call.
-func RequestID(ctx context.Context) string {
+func RequestIDFrom(ctx context.Context) string {
 	id, _ := ctx.Value(requestIDKey{}).(string)
 	return id
 }
@@ -62,7 +62,7 @@ func (a accessLogInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFun
 			if res != nil {
 				resBytes = messageSize(res.Any())
 			}
-			a.log(ctx, req.Spec().Procedure, req.Peer(), RequestID(ctx), start, err, messageSize(req.Any()), resBytes, 1, boolInt(res != nil))
+			a.log(ctx, req.Spec().Procedure, req.Peer(), RequestIDFrom(ctx), start, err, messageSize(req.Any()), resBytes, 1, boolInt(res != nil))
 		}
 		return res, err
 	}
@@ -78,7 +78,7 @@ func (a accessLogInterceptor) WrapStreamingHandler(next connect.StreamingHandler
 		counted := &countingConn{StreamingHandlerConn: conn}
 		err := next(ctx, counted)
 		if a.file != nil || a.logger.Enabled(ctx, a.level) {
-			a.log(ctx, conn.Spec().Procedure, conn.Peer(), RequestID(ctx), start, err, counted.recvBytes, counted.sentBytes, counted.recv, counted.sent)
+			a.log(ctx, conn.Spec().Procedure, conn.Peer(), RequestIDFrom(ctx), start, err, counted.recvBytes, counted.sentBytes, counted.recv, counted.sent)
 		}
 		return err
 	}

@@ -45,7 +45,7 @@ func (propagateInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFu
 }
 
 func (p propagateInterceptor) copy(ctx context.Context, out http.Header) {
-	if id := RequestID(ctx); id != "" && out.Get(RequestIDHeader) == "" {
+	if id := RequestIDFrom(ctx); id != "" && out.Get(RequestIDHeader) == "" {
 		out.Set(RequestIDHeader, id)
 	}
 	if len(p.headers) == 0 {
