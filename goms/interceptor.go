@@ -39,7 +39,7 @@ var interceptorOrder = []string{
 }
 
 // Plugin adds a named interceptor to a server, such as the metrics of
-// goms/prom or the tracing of goms/otel. Plugins live in their own packages
+// goms/prom or the tracing of goms/tracing. Plugins live in their own packages
 // so that a program pays for their dependencies only when it uses them.
 type Plugin interface {
 	// Name is how configuration selects the plugin's interceptor. The

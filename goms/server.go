@@ -95,7 +95,7 @@ type Config struct {
 	// By default every procedure gets every interceptor the server has,
 	// but health and reflection calls stay out of the access log.
 	Interceptors Interceptors `yaml:"interceptors"`
-	// Plugins add interceptors, such as those of goms/prom and goms/otel.
+	// Plugins add interceptors, such as those of goms/prom and goms/tracing.
 	Plugins []Plugin `yaml:"-"`
 	// Auth configures the auth interceptor: who may call which
 	// procedure, and how callers prove who they are. Off unless

@@ -17,8 +17,8 @@ import (
 	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
 	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
 	"github.com/reversTeam/go-ms/goms"
-	"github.com/reversTeam/go-ms/goms/otel"
 	"github.com/reversTeam/go-ms/goms/prom"
+	"github.com/reversTeam/go-ms/goms/tracing"
 	"github.com/reversTeam/go-ms/goms/validate"
 )
 
@@ -59,20 +59,20 @@ func BenchmarkDefaultStack(b *testing.B) {
 		return m
 	}
 	// Tracing on, sampling off: spans are started but not recorded.
-	tracing := func(b *testing.B) goms.Plugin {
-		t, err := otel.New(b.Context(), otel.Config{},
-			otel.WithTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample()))))
+	tracer := func(b *testing.B) goms.Plugin {
+		t, err := tracing.New(b.Context(), tracing.Config{},
+			tracing.WithTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample()))))
 		if err != nil {
 			b.Fatal(err)
 		}
 		return t
 	}
 	// Tracing on as the observed stack of make bench runs it: sampling
-	// off in goms/otel's own provider, which skips the span of calls
+	// off in goms/tracing's own provider, which skips the span of calls
 	// without trace context.
 	never := 0.0
 	ratio0 := func(b *testing.B) goms.Plugin {
-		t, err := otel.New(b.Context(), otel.Config{Enabled: true, SampleRatio: &never, Endpoint: "127.0.0.1:4318", Insecure: true})
+		t, err := tracing.New(b.Context(), tracing.Config{Enabled: true, SampleRatio: &never, Endpoint: "127.0.0.1:4318", Insecure: true})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -83,7 +83,7 @@ func BenchmarkDefaultStack(b *testing.B) {
 		return goms.Log{AccessFile: filepath.Join(b.TempDir(), "access.log")}
 	}
 	observed := func(b *testing.B, extra ...goms.Plugin) []goms.Plugin {
-		return append([]goms.Plugin{metrics(b), tracing(b)}, extra...)
+		return append([]goms.Plugin{metrics(b), tracer(b)}, extra...)
 	}
 	cases := []struct {
 		name    string
@@ -102,7 +102,7 @@ func BenchmarkDefaultStack(b *testing.B) {
 			return withServer(goms.Config{Logger: jsonLog, Plugins: []goms.Plugin{metrics(b)}})(b)
 		}},
 		{"tracing-log", func(b *testing.B) http.Handler {
-			return withServer(goms.Config{Logger: jsonLog, Plugins: []goms.Plugin{tracing(b)}})(b)
+			return withServer(goms.Config{Logger: jsonLog, Plugins: []goms.Plugin{tracer(b)}})(b)
 		}},
 		// metrics + tracing (not sampled) + JSON access log + recovery.
 		{"metrics-tracing-log", func(b *testing.B) http.Handler {

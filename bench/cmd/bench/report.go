@@ -434,7 +434,7 @@ Servers, each its own process, all serving goms.v1.GoMsService/Get of an item cr
   interceptors only: recovery and the access log, whose records are at debug and so not written by the logger at
   info. Every scenario and protocol.
 - **goms, metrics+tracing+access log**: the default stack plus the Prometheus plugin (` + "`prom.New()`" + `), tracing
-  on with sampling off (` + "`otel.Config{Enabled: true, SampleRatio: &zero}`" + `: every call goes through the
+  on with sampling off (` + "`tracing.Config{Enabled: true, SampleRatio: &zero}`" + `: every call goes through the
   tracing interceptor, no span is recorded, none is exported) and the access log at info: one JSON record per
   call (slog's JSON handler) appended to a file of os.TempDir(), as a deployed service writes it. The harness
   empties the file before each case and fails a case that leaves it empty. Small payload, 50 concurrent only, on

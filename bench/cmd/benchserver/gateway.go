@@ -13,8 +13,8 @@ import (
 	"github.com/reversTeam/go-ms/gen/child/v1/childv1connect"
 	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
 	"github.com/reversTeam/go-ms/goms"
-	"github.com/reversTeam/go-ms/goms/otel"
 	"github.com/reversTeam/go-ms/goms/prom"
+	"github.com/reversTeam/go-ms/goms/tracing"
 	"github.com/reversTeam/go-ms/goms/validate"
 )
 
@@ -87,11 +87,11 @@ func configureExample(ctx context.Context, cfg *goms.Config, _ *admin.Hello) (cl
 	if err != nil {
 		return nil, err
 	}
-	tracing, err := otel.New(ctx, otel.Config{ServiceName: "goms-example"})
+	tr, err := tracing.New(ctx, tracing.Config{ServiceName: "goms-example"})
 	if err != nil {
 		return nil, err
 	}
-	cfg.Plugins = append(cfg.Plugins, metrics, tracing, validate.New())
+	cfg.Plugins = append(cfg.Plugins, metrics, tr, validate.New())
 	// The examples log every call; goms's default keeps access records at
 	// debug.
 	info := slog.LevelInfo
@@ -110,7 +110,7 @@ func configureExample(ctx context.Context, cfg *goms.Config, _ *admin.Hello) (cl
 			return goms.Identity{Subject: "example-admin"}, nil
 		},
 	}
-	return tracing.Shutdown, nil
+	return tr.Shutdown, nil
 }
 
 // configureObserved adds what a deployed service runs with to the default
@@ -125,7 +125,7 @@ func configureObserved(ctx context.Context, cfg *goms.Config, hello *admin.Hello
 		return nil, err
 	}
 	never := 0.0
-	tracing, err := otel.New(ctx, otel.Config{
+	tr, err := tracing.New(ctx, tracing.Config{
 		Enabled:     true,
 		SampleRatio: &never,
 		ServiceName: "bench",
@@ -140,12 +140,12 @@ func configureObserved(ctx context.Context, cfg *goms.Config, hello *admin.Hello
 		err = log.Close()
 	}
 	if err != nil {
-		return nil, errors.Join(err, tracing.Shutdown(ctx))
+		return nil, errors.Join(err, tr.Shutdown(ctx))
 	}
-	cfg.Plugins = append(cfg.Plugins, metrics, tracing)
+	cfg.Plugins = append(cfg.Plugins, metrics, tr)
 	cfg.Log.AccessFile = log.Name()
 	hello.AccessLog = log.Name()
 	return func(ctx context.Context) error {
-		return errors.Join(tracing.Shutdown(ctx), os.Remove(log.Name()))
+		return errors.Join(tr.Shutdown(ctx), os.Remove(log.Name()))
 	}, nil
 }

@@ -17,8 +17,8 @@ import (
 	"github.com/reversTeam/go-ms/gen/child/v1/childv1connect"
 	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
 	"github.com/reversTeam/go-ms/goms"
-	"github.com/reversTeam/go-ms/goms/otel"
 	"github.com/reversTeam/go-ms/goms/prom"
+	"github.com/reversTeam/go-ms/goms/tracing"
 	"github.com/reversTeam/go-ms/goms/validate"
 )
 
@@ -63,11 +63,11 @@ func Configure(ctx context.Context, cfg *goms.Config) (shutdown func(context.Con
 	if err != nil {
 		return nil, err
 	}
-	tracing, err := otel.New(ctx, otel.Config{ServiceName: "goms-example"})
+	tr, err := tracing.New(ctx, tracing.Config{ServiceName: "goms-example"})
 	if err != nil {
 		return nil, err
 	}
-	cfg.Plugins = append(cfg.Plugins, metrics, tracing, validate.New())
+	cfg.Plugins = append(cfg.Plugins, metrics, tr, validate.New())
 	// The examples log every call; goms's default keeps access records at
 	// debug.
 	info := slog.LevelInfo
@@ -86,7 +86,7 @@ func Configure(ctx context.Context, cfg *goms.Config) (shutdown func(context.Con
 			return goms.Identity{Subject: "example-admin"}, nil
 		},
 	}
-	return tracing.Shutdown, nil
+	return tr.Shutdown, nil
 }
 
 // ObserveRemotes adds the state of srv's remote services to the metrics

@@ -1,4 +1,4 @@
-package otel_test
+package tracing_test
 
 import (
 	"bytes"
@@ -28,7 +28,7 @@ import (
 	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
 	"github.com/reversTeam/go-ms/goms"
 	"github.com/reversTeam/go-ms/goms/internal/gomstest"
-	"github.com/reversTeam/go-ms/goms/otel"
+	"github.com/reversTeam/go-ms/goms/tracing"
 )
 
 // span is a received span with the service that sent it.
@@ -156,17 +156,17 @@ func (p protocol) client(tb testing.TB) *http.Client {
 	return gomstest.HTTP1(tb)
 }
 
-func newTracing(t *testing.T, cfg otel.Config) *otel.Tracing {
+func newTracing(t *testing.T, cfg tracing.Config) *tracing.Tracing {
 	t.Helper()
-	tracing, err := otel.New(t.Context(), cfg)
+	tr, err := tracing.New(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !tracing.Enabled() {
+	if !tr.Enabled() {
 		t.Fatalf("tracing is off with %+v", cfg)
 	}
-	t.Cleanup(func() { _ = tracing.Shutdown(context.Background()) })
-	return tracing
+	t.Cleanup(func() { _ = tr.Shutdown(context.Background()) })
+	return tr
 }
 
 // TestTraceAcrossProcesses runs three goms "processes" in one: an edge
@@ -175,8 +175,8 @@ func newTracing(t *testing.T, cfg otel.Config) *otel.Tracing {
 // OTLP/HTTP; the spans must form one trace per call, in each protocol.
 func TestTraceAcrossProcesses(t *testing.T) {
 	recv, endpoint := startHTTPReceiver(t)
-	cfg := func(service string) otel.Config {
-		return otel.Config{Endpoint: endpoint, ServiceName: service}
+	cfg := func(service string) tracing.Config {
+		return tracing.Config{Endpoint: endpoint, ServiceName: service}
 	}
 	edge := newTracing(t, cfg("edge"))
 	childTracing := newTracing(t, cfg("child"))
@@ -212,7 +212,7 @@ func TestTraceAcrossProcesses(t *testing.T) {
 		}
 	}
 	// Shutdown flushes the batches.
-	for _, tr := range []*otel.Tracing{edge, childTracing, gomsTracing} {
+	for _, tr := range []*tracing.Tracing{edge, childTracing, gomsTracing} {
 		if err := tr.Shutdown(t.Context()); err != nil {
 			t.Fatal(err)
 		}
@@ -282,10 +282,10 @@ func TestConfigFromEnvironment(t *testing.T) {
 	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
 	t.Setenv("OTEL_SERVICE_NAME", "from-env")
 	t.Setenv("OTEL_TRACES_SAMPLER", "always_on")
-	tracing := newTracing(t, otel.Config{})
+	tr := newTracing(t, tracing.Config{})
 	run := gomstest.Start(t, goms.Config{
 		Listeners: []goms.Listener{{Name: "gateway"}},
-		Plugins:   []goms.Plugin{tracing},
+		Plugins:   []goms.Plugin{tr},
 	}, nil)
 	client := gomsv1connect.NewGoMsServiceClient(gomstest.H2C(t), run.URL("gateway"), connect.WithGRPC())
 	if _, err := client.List(t.Context(), connect.NewRequest(&gomsv1.ListRequest{})); err != nil {
@@ -296,7 +296,7 @@ func TestConfigFromEnvironment(t *testing.T) {
 	if _, err := health.Check(t.Context(), &grpchealth.CheckRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := tracing.Shutdown(t.Context()); err != nil {
+	if err := tr.Shutdown(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	var found bool
@@ -317,21 +317,21 @@ func TestOffUnlessConfigured(t *testing.T) {
 	for _, env := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"} {
 		t.Setenv(env, "")
 	}
-	tracing, err := otel.New(t.Context(), otel.Config{ServiceName: "x"})
+	tr, err := tracing.New(t.Context(), tracing.Config{ServiceName: "x"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tracing.Enabled() || tracing.TracerProvider() != nil {
+	if tr.Enabled() || tr.TracerProvider() != nil {
 		t.Error("tracing is on without an endpoint")
 	}
-	if err := tracing.Shutdown(t.Context()); err != nil {
+	if err := tr.Shutdown(t.Context()); err != nil {
 		t.Error(err)
 	}
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
 	t.Setenv("OTEL_SDK_DISABLED", "true")
-	if tracing, err := otel.New(t.Context(), otel.Config{}); err != nil {
+	if tr, err := tracing.New(t.Context(), tracing.Config{}); err != nil {
 		t.Errorf("OTEL_SDK_DISABLED=true: %v", err)
-	} else if tracing.Enabled() {
+	} else if tr.Enabled() {
 		t.Error("OTEL_SDK_DISABLED=true: tracing is on")
 	}
 }
@@ -340,13 +340,13 @@ func TestConfigErrors(t *testing.T) {
 	t.Parallel()
 	ratio := 1.5
 	for _, tc := range []struct {
-		cfg  otel.Config
+		cfg  tracing.Config
 		want string
 	}{
-		{otel.Config{Endpoint: "127.0.0.1:4318", Protocol: "udp"}, `goms/otel: protocol "udp"`},
-		{otel.Config{Endpoint: "127.0.0.1:4318", SampleRatio: &ratio}, "goms/otel: sample_ratio: 1.5 is not between 0 and 1"},
+		{tracing.Config{Endpoint: "127.0.0.1:4318", Protocol: "udp"}, `goms/tracing: protocol "udp"`},
+		{tracing.Config{Endpoint: "127.0.0.1:4318", SampleRatio: &ratio}, "goms/tracing: sample_ratio: 1.5 is not between 0 and 1"},
 	} {
-		_, err := otel.New(t.Context(), tc.cfg)
+		_, err := tracing.New(t.Context(), tc.cfg)
 		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
 			t.Errorf("New(%+v): got %v, want %q", tc.cfg, err, tc.want)
 		}

@@ -1,20 +1,20 @@
-// Package otel traces the calls of goms servers and of their clients with
+// Package tracing traces the calls of goms servers and of their clients with
 // OpenTelemetry, through connectrpc.com/otelconnect, and exports the spans
 // over OTLP (gRPC or HTTP) to a collector, Jaeger or any OTLP receiver.
 //
-//	tracing, err := otel.New(ctx, otel.Config{ServiceName: "child"})
+//	tr, err := tracing.New(ctx, tracing.Config{ServiceName: "child"})
 //	if err != nil {
 //		return err
 //	}
-//	defer tracing.Shutdown(context.Background()) // flushes the last spans
-//	srv, err := goms.New(goms.Config{Listeners: listeners, Plugins: []goms.Plugin{tracing}})
+//	defer tr.Shutdown(context.Background()) // flushes the last spans
+//	srv, err := goms.New(goms.Config{Listeners: listeners, Plugins: []goms.Plugin{tr}})
 //
 // Tracing is off unless Config or the standard OTEL_* environment
 // variables name an endpoint. Calls carry W3C trace context
 // (traceparent, tracestate) and baggage: a server span continues the trace
 // of its caller, and clients built with Server.ClientOptions pass the
 // trace on, so that a call through several processes is one trace.
-package otel
+package tracing
 
 import (
 	"context"
@@ -102,7 +102,7 @@ func (c Config) protocol() (string, error) {
 	case ProtocolGRPC:
 		return ProtocolGRPC, nil
 	}
-	return "", fmt.Errorf("goms/otel: protocol %q: want %q or %q", p, ProtocolGRPC, ProtocolHTTPProtobuf)
+	return "", fmt.Errorf("goms/tracing: protocol %q: want %q or %q", p, ProtocolGRPC, ProtocolHTTPProtobuf)
 }
 
 // Tracing is the tracing plugin, a goms.ClientPlugin named
@@ -147,7 +147,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Tracing, error) {
 	t := &Tracing{provider: o.provider}
 	if t.provider == nil {
 		if cfg.SampleRatio != nil && (*cfg.SampleRatio < 0 || *cfg.SampleRatio > 1) {
-			return nil, fmt.Errorf("goms/otel: sample_ratio: %v is not between 0 and 1", *cfg.SampleRatio)
+			return nil, fmt.Errorf("goms/tracing: sample_ratio: %v is not between 0 and 1", *cfg.SampleRatio)
 		}
 		protocol, err := cfg.protocol()
 		if err != nil {
@@ -174,7 +174,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Tracing, error) {
 	}
 	ic, err := otelconnect.NewInterceptor(ocOpts...)
 	if err != nil {
-		return nil, fmt.Errorf("goms/otel: %w", err)
+		return nil, fmt.Errorf("goms/tracing: %w", err)
 	}
 	t.interceptor = ic
 	t.server = ic
@@ -231,7 +231,7 @@ func newProvider(ctx context.Context, cfg Config, protocol string) (*sdktrace.Tr
 	// spans, not a failed start.
 	exporter, err := otlptrace.New(ctx, client)
 	if err != nil {
-		return nil, fmt.Errorf("goms/otel: exporter: %w", err)
+		return nil, fmt.Errorf("goms/tracing: exporter: %w", err)
 	}
 	// Later detectors win: the config over the environment over the
 	// default name. (resource.Default would read the environment only
@@ -246,7 +246,7 @@ func newProvider(ctx context.Context, cfg Config, protocol string) (*sdktrace.Tr
 	}
 	res, err := resource.New(ctx, detectors...)
 	if err != nil {
-		return nil, fmt.Errorf("goms/otel: resource: %w", err)
+		return nil, fmt.Errorf("goms/tracing: resource: %w", err)
 	}
 	opts := []sdktrace.TracerProviderOption{
 		sdktrace.WithBatcher(exporter),
@@ -285,7 +285,7 @@ func (t *Tracing) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	if err := t.sdk.Shutdown(ctx); err != nil {
-		return fmt.Errorf("goms/otel: shutdown: %w", err)
+		return fmt.Errorf("goms/tracing: shutdown: %w", err)
 	}
 	return nil
 }

@@ -1,11 +1,11 @@
-package otel_test
+package tracing_test
 
 import (
 	"context"
 	"fmt"
 
 	"github.com/reversTeam/go-ms/goms"
-	"github.com/reversTeam/go-ms/goms/otel"
+	"github.com/reversTeam/go-ms/goms/tracing"
 )
 
 // The tracing plugin exports spans over OTLP when an endpoint is
@@ -13,18 +13,18 @@ import (
 // through untouched otherwise. Shutdown flushes the last spans.
 func Example() {
 	ctx := context.Background()
-	tracing, err := otel.New(ctx, otel.Config{
+	tr, err := tracing.New(ctx, tracing.Config{
 		Endpoint:    "http://127.0.0.1:4318/v1/traces",
 		ServiceName: "child",
 	})
 	if err != nil {
 		panic(err)
 	}
-	defer func() { _ = tracing.Shutdown(ctx) }()
+	defer func() { _ = tr.Shutdown(ctx) }()
 	_, err = goms.New(goms.Config{
 		Listeners: []goms.Listener{{Name: "gateway", Addr: "127.0.0.1:0"}},
-		Plugins:   []goms.Plugin{tracing},
+		Plugins:   []goms.Plugin{tr},
 	})
-	fmt.Println(tracing.Name(), tracing.Enabled(), err)
+	fmt.Println(tr.Name(), tr.Enabled(), err)
 	// Output: tracing true <nil>
 }

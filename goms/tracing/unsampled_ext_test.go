@@ -1,4 +1,4 @@
-package otel_test
+package tracing_test
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
 	"github.com/reversTeam/go-ms/goms"
 	"github.com/reversTeam/go-ms/goms/internal/gomstest"
-	"github.com/reversTeam/go-ms/goms/otel"
+	"github.com/reversTeam/go-ms/goms/tracing"
 )
 
 // spanContextService answers Get with the trace id its context carries,
@@ -39,8 +39,8 @@ func (spanContextService) Get(ctx context.Context, _ *connect.Request[gomsv1.Get
 func TestSampleRatioZero(t *testing.T) {
 	recv, endpoint := startHTTPReceiver(t)
 	never := 0.0
-	server := newTracing(t, otel.Config{Endpoint: endpoint, ServiceName: "server", SampleRatio: &never})
-	edge := newTracing(t, otel.Config{Endpoint: endpoint, ServiceName: "edge"})
+	server := newTracing(t, tracing.Config{Endpoint: endpoint, ServiceName: "server", SampleRatio: &never})
+	edge := newTracing(t, tracing.Config{Endpoint: endpoint, ServiceName: "edge"})
 	run := gomstest.Start(t, goms.Config{
 		Listeners: []goms.Listener{{Name: "gateway"}},
 		Plugins:   []goms.Plugin{server},
@@ -63,7 +63,7 @@ func TestSampleRatioZero(t *testing.T) {
 	if traced.GetName() != "sampled" {
 		t.Errorf("a call in a sampled trace: the handler saw a %s span context", traced.GetName())
 	}
-	for _, tr := range []*otel.Tracing{edge, server} {
+	for _, tr := range []*tracing.Tracing{edge, server} {
 		if err := tr.Shutdown(t.Context()); err != nil {
 			t.Fatal(err)
 		}
