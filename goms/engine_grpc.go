@@ -91,7 +91,8 @@ func (e *grpcEngine) newGRPCServer() *grpc.Server {
 		grpc.ConnectionTimeout(s.cfg.ReadHeaderTimeout),
 		// Calls run on long-lived workers whose stacks have already grown
 		// to what the connect call chain needs: a new goroutine per call
-		// spends a fifth of the CPU growing its stack.
+		// spent 15% of the engine's CPU growing its stack
+		// (docs/performance.md).
 		grpc.NumStreamWorkers(streamWorkers()),
 	)...)
 }

@@ -18,9 +18,11 @@ const (
 	ReadinessPath = "/readyz"
 )
 
-// addBuiltins mounts health checking, the probes and reflection on every
-// listener, and builds the REST routes of those that serve REST. Called
-// with s.mu held, once all user mounts are known.
+// addBuiltins mounts health checking and the probes on every listener,
+// the admin routes on the admin listener, reflection where
+// Config.Reflection allows it, and builds the REST routes and OpenAPI
+// documents of the listeners that serve them. Called with s.mu held, once
+// all user mounts are known.
 func (s *Server) addBuiltins() error {
 	healthPath, healthHandler := grpchealth.NewHandler(s.health, s.handlerOpts...)
 	probes := map[string]http.Handler{

@@ -102,7 +102,8 @@ type Config struct {
 	// Auth.Verifier, Auth.Default or Auth.Policies is set.
 	Auth Auth `yaml:"auth"`
 
-	// Log configures the logger goms makes when Logger is nil.
+	// Log configures the logger goms makes when Logger is nil, and the
+	// access log whatever the logger.
 	Log Log `yaml:"log"`
 	// Logger receives the server's own records (listening, stopping,
 	// errors of the HTTP servers) and the access log. Default: a logger
@@ -110,7 +111,9 @@ type Config struct {
 	Logger *slog.Logger `yaml:"-"`
 }
 
-// Log configures the logger goms makes when Config.Logger is nil.
+// Log configures goms's logging. Format and Level describe the logger
+// goms makes when Config.Logger is nil; AccessLevel, AccessFile and
+// AccessBuffer apply to the access log whatever the logger.
 type Log struct {
 	// Format is "text" (the default) or "json".
 	Format string `yaml:"format"`
@@ -495,9 +498,9 @@ func (s *Server) Listen() error {
 //     handlers built with HandlerOptions end with CodeUnavailable; their
 //     responses get a moment to flush before connections are closed.
 //
-// Serve returns nil when ctx ended and the shutdown went through, the
-// listener's error when one failed, and ErrServerClosed when the server
-// was already closed.
+// Serve returns nil when ctx ended and the shutdown went through, or when
+// Close stopped the server; the listener's error when one failed; and
+// ErrServerClosed when the server was already closed.
 func (s *Server) Serve(ctx context.Context) error {
 	s.mu.Lock()
 	st := s.state
@@ -544,7 +547,7 @@ func (s *Server) Serve(ctx context.Context) error {
 }
 
 // Close stops the server at once: listeners and connections close and
-// calls in flight fail. Serve, if running, returns, even when it is
+// calls in flight fail. Serve, if running, returns nil, even when it is
 // draining. Prefer cancelling Serve's context, which drains calls first.
 func (s *Server) Close() error {
 	s.mu.Lock()
