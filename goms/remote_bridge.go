@@ -15,11 +15,8 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/descriptorpb"
 )
 
@@ -31,89 +28,6 @@ import (
 // (application/grpc+proto or +json). Server.Client serves its calls to a
 // remote with these handlers in-process; an edge mounts them on its
 // listeners.
-
-// rawFrame is one message, kept as the bytes of the codec the caller
-// chose.
-type rawFrame struct {
-	data []byte
-	json bool
-}
-
-// rawConnectCodec is the connect side of the bridge: it hands message
-// bytes over without parsing them. One instance stands for "proto", one for
-// "json".
-type rawConnectCodec struct{ json bool }
-
-func (c rawConnectCodec) Name() string {
-	if c.json {
-		return "json"
-	}
-	return "proto"
-}
-
-func (c rawConnectCodec) Marshal(v any) ([]byte, error) {
-	return c.MarshalAppend(nil, v)
-}
-
-// MarshalAppend appends a message's bytes; connect also marshals messages
-// of its own with the codec named "proto" (a gRPC error's status), which
-// are proto messages.
-func (c rawConnectCodec) MarshalAppend(dst []byte, v any) ([]byte, error) {
-	switch m := v.(type) {
-	case *rawFrame:
-		return append(dst, m.data...), nil
-	case proto.Message:
-		if c.json {
-			return protojson.MarshalOptions{}.MarshalAppend(dst, m)
-		}
-		return proto.MarshalOptions{}.MarshalAppend(dst, m)
-	}
-	return nil, fmt.Errorf("goms: raw codec cannot marshal %T", v)
-}
-
-func (c rawConnectCodec) Unmarshal(data []byte, v any) error {
-	f, ok := v.(*rawFrame)
-	if !ok {
-		if m, ok := v.(proto.Message); ok {
-			if c.json {
-				return protojson.Unmarshal(data, m)
-			}
-			return proto.Unmarshal(data, m)
-		}
-		return fmt.Errorf("goms: raw codec cannot unmarshal into %T", v)
-	}
-	// connect reuses its buffer once Unmarshal returns.
-	f.data, f.json = append(f.data[:0], data...), c.json
-	return nil
-}
-
-// rawGRPCCodec is the grpc-go side of the bridge; its name is the call's
-// content-subtype.
-type rawGRPCCodec struct{ name string }
-
-var (
-	grpcProtoCodec = rawGRPCCodec{name: "proto"}
-	grpcJSONCodec  = rawGRPCCodec{name: "json"}
-)
-
-func (c rawGRPCCodec) Name() string { return c.name }
-
-func (c rawGRPCCodec) Marshal(v any) (mem.BufferSlice, error) {
-	f, ok := v.(*rawFrame)
-	if !ok {
-		return nil, fmt.Errorf("goms: raw codec cannot marshal %T", v)
-	}
-	return mem.BufferSlice{mem.SliceBuffer(f.data)}, nil
-}
-
-func (c rawGRPCCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	f, ok := v.(*rawFrame)
-	if !ok {
-		return fmt.Errorf("goms: raw codec cannot unmarshal into %T", v)
-	}
-	f.data = data.Materialize()
-	return nil
-}
 
 // bridgeHandler returns the connect handler of one method of r. opts are
 // the handler options (the listener's interceptors on an edge, none for
@@ -484,113 +398,6 @@ func (b bridgeCall) relay(gs grpc.ClientStream, header, trailer http.Header, sen
 		if err := send(f); err != nil {
 			return err
 		}
-	}
-}
-
-// connectError turns a grpc-go error into the connect error the caller
-// gets: the same code, message and details; calls that reached no endpoint
-// name the service.
-func (r *remote) connectError(err error) error {
-	st, ok := status.FromError(err)
-	if !ok {
-		return connect.NewError(connect.CodeUnknown, err)
-	}
-	msg := st.Message()
-	if st.Code() == codes.Unavailable && !strings.Contains(msg, r.Service) && isTransportError(msg) {
-		msg = fmt.Sprintf("goms: service %s (remote %q, targets %s): %s", r.Service, r.Name, strings.Join(r.Targets, ", "), msg)
-	}
-	ce := connect.NewError(connect.Code(st.Code()), errors.New(msg))
-	for _, d := range st.Proto().GetDetails() {
-		if ed, err := connect.NewErrorDetail(d); err == nil {
-			ce.AddDetail(ed)
-		}
-	}
-	return ce
-}
-
-// isTransportError tells grpc-go's own messages about connections from
-// those of a handler.
-func isTransportError(msg string) bool {
-	for _, s := range []string{"connection error", "no children to pick from", "connection active but", "last connection error", "produced zero addresses", "name resolver", "error reading from server", "transport is closing", "all endpoints"} {
-		if strings.Contains(msg, s) {
-			return true
-		}
-	}
-	return false
-}
-
-// withMetadata adds the remote's headers and trailers to a call's error.
-func withMetadata(err error, header, trailer metadata.MD) error {
-	var ce *connect.Error
-	if errors.As(err, &ce) {
-		copyIncoming(ce.Meta(), header)
-		copyIncoming(ce.Meta(), trailer)
-	}
-	return err
-}
-
-// endpointFailure tells the codes that say an endpoint, not the call, is
-// at fault.
-func endpointFailure(c codes.Code) bool {
-	switch c {
-	case codes.Unavailable, codes.Internal, codes.Unknown, codes.Unimplemented, codes.DataLoss, codes.ResourceExhausted, codes.DeadlineExceeded:
-		return true
-	}
-	return false
-}
-
-// outgoingMetadata is the metadata sent for a caller's headers: all but
-// those of the protocols and of HTTP itself, binary values decoded; nil
-// when there is none.
-func outgoingMetadata(h http.Header) metadata.MD {
-	var md metadata.MD
-	for k, vs := range h {
-		if !forwardedHeader(k) {
-			continue
-		}
-		if md == nil {
-			md = make(metadata.MD, len(h))
-		}
-		key := lowerKey(k)
-		if strings.HasSuffix(key, "-bin") {
-			for _, v := range vs {
-				if raw, err := connect.DecodeBinaryHeader(v); err == nil {
-					md[key] = append(md[key], string(raw))
-				}
-			}
-			continue
-		}
-		md[key] = vs
-	}
-	return md
-}
-
-// forwardedHeader tells whether a caller's header travels to the remote.
-func forwardedHeader(canonical string) bool {
-	switch canonical {
-	case "Content-Type", "Content-Length", "Content-Encoding", "Accept-Encoding", "Accept", "Te", "Trailer",
-		"Connection", "Keep-Alive", "Transfer-Encoding", "Upgrade", "Host", "User-Agent", "X-User-Agent", "X-Grpc-Web",
-		"Proxy-Connection", "Proxy-Authorization", "Http2-Settings", "Origin", "Referer":
-		return false
-	}
-	return !strings.HasPrefix(canonical, "Connect-") && !strings.HasPrefix(canonical, "Grpc-") && !strings.HasPrefix(canonical, ":")
-}
-
-// copyIncoming adds a remote's metadata to headers, binary values encoded
-// as connect expects; grpc-go's own keys stay out.
-func copyIncoming(h http.Header, md metadata.MD) {
-	for k, vs := range md {
-		if strings.HasPrefix(k, "grpc-") || strings.HasPrefix(k, ":") || k == "content-type" || k == "te" {
-			continue
-		}
-		ck := canonicalKey(k)
-		if strings.HasSuffix(k, "-bin") {
-			for _, v := range vs {
-				h[ck] = append(h[ck], connect.EncodeBinaryHeader([]byte(v)))
-			}
-			continue
-		}
-		h[ck] = append(h[ck], vs...)
 	}
 }
 
