@@ -5,9 +5,9 @@ import (
 	"net/http/pprof"
 )
 
-// AdminListenerName is the name of the admin listener in logs, errors and
+// adminListener is the name of the admin listener in logs, errors and
 // MountOn.
-const AdminListenerName = "admin"
+const adminListener = "admin"
 
 // Admin configures the admin listener: an HTTP/1.1 and h2c listener for
 // operators that serves /healthz, /readyz, grpc.health.v1, the status
@@ -22,8 +22,8 @@ type Admin struct {
 	Pprof bool `yaml:"pprof"`
 	// DisableStatus turns off the status page, on by default: a live
 	// view of the process, its listeners, services, remotes and recent
-	// errors at StatusPath (and "/"), and the same as JSON at
-	// StatusJSONPath. It shows no headers and no messages.
+	// errors at /status (and "/"), and the same as JSON at
+	// /status.json. It shows no headers and no messages.
 	DisableStatus bool `yaml:"disable_status"`
 }
 

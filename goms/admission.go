@@ -23,32 +23,33 @@ import (
 //  1. The adaptive concurrency limit (Listener.AdaptiveLimit) and the hard
 //     ceiling (Listener.MaxInFlight) refuse calls beyond them with
 //     CodeUnavailable, sheddable calls first and critical ones last
-//     (Rule.Priority).
+//     (MethodConfig.Priority).
 //
 // Two more limits need to know the procedure a REST route calls, or the
 // caller's Identity, and so apply in the handler: server deadlines
-// (Rule.Timeout, Rule.MaxTimeout), set before the first interceptor runs,
+// (MethodConfig.Timeout, MethodConfig.MaxTimeout), set before the first interceptor runs,
 // so that every interceptor and the handler see them, in-process calls
-// included; and rate limits (Rule.RateLimit), right after auth
-// (InterceptorRateLimit).
+// included; and rate limits (MethodConfig.RateLimit), right after auth
+// (the "ratelimit" interceptor).
 
-// Priority says which calls an overloaded listener sheds first.
-type Priority string
+// priority says which calls an overloaded listener sheds first
+// (MethodConfig.Priority).
+type priority string
 
 const (
-	// PriorityNormal is the priority of the calls no rule marks: shed
+	// priorityNormal is the priority of the calls no rule marks: shed
 	// once the calls in flight reach the adaptive limit.
-	PriorityNormal Priority = "normal"
-	// PrioritySheddable calls are shed first: once the calls in flight
+	priorityNormal priority = "normal"
+	// prioritySheddable calls are shed first: once the calls in flight
 	// reach three quarters of the adaptive limit.
-	PrioritySheddable Priority = "sheddable"
-	// PriorityCritical calls are shed last: only once the calls in flight
+	prioritySheddable priority = "sheddable"
+	// priorityCritical calls are shed last: only once the calls in flight
 	// reach twice the adaptive limit (or MaxInFlight).
-	PriorityCritical Priority = "critical"
+	priorityCritical priority = "critical"
 )
 
-func (p Priority) valid() bool {
-	return p == "" || p == PriorityNormal || p == PrioritySheddable || p == PriorityCritical
+func (p priority) valid() bool {
+	return p == "" || p == priorityNormal || p == prioritySheddable || p == priorityCritical
 }
 
 // AdaptiveLimit configures a listener's adaptive concurrency limit, on by
@@ -114,22 +115,20 @@ func (a AdaptiveLimit) check() (AdaptiveLimit, error) {
 	return a, nil
 }
 
-// AdmissionKind says what admission did to a call.
-type AdmissionKind string
-
+// The kinds of AdmissionEvent.
 const (
-	// AdmissionShed is a call refused with CodeUnavailable because the
+	// admissionShed is a call refused with CodeUnavailable because the
 	// listener was at its limit. Reasons: "adaptive_limit",
 	// "max_in_flight".
-	AdmissionShed AdmissionKind = "shed"
-	// AdmissionRateLimited is a call refused with CodeResourceExhausted
+	admissionShed = "shed"
+	// admissionRateLimited is a call refused with CodeResourceExhausted
 	// by a rate limit. Reasons: "method" (a bucket for all callers),
 	// "caller" (a bucket per caller).
-	AdmissionRateLimited AdmissionKind = "rate_limited"
-	// AdmissionDeadline is a call whose deadline the server set. Reasons:
+	admissionRateLimited = "rate_limited"
+	// admissionDeadline is a call whose deadline the server set. Reasons:
 	// "default" (the caller sent none), "max" (the caller asked for more
-	// than Rule.MaxTimeout, or for nothing and no default applies).
-	AdmissionDeadline AdmissionKind = "deadline"
+	// than MethodConfig.MaxTimeout, or for nothing and no default applies).
+	admissionDeadline = "deadline"
 )
 
 // AdmissionEvent describes one admission decision.
@@ -139,8 +138,14 @@ type AdmissionEvent struct {
 	Listener string
 	// Procedure is the called procedure, "/pkg.Service/Method".
 	Procedure string
-	Kind      AdmissionKind
-	Reason    string
+	// Kind says what admission did: "shed" (refused with
+	// CodeUnavailable at the listener's limit; Reason "adaptive_limit" or
+	// "max_in_flight"), "rate_limited" (refused with
+	// CodeResourceExhausted; Reason "method" or "caller") or "deadline"
+	// (the server set the call's deadline; Reason "default" or "max").
+	Kind string
+	// Reason says which limit decided; see Kind.
+	Reason string
 }
 
 // AdmissionObserver is a Plugin that is told of every admission decision
@@ -187,9 +192,9 @@ func (a *admissionLog) event(e AdmissionEvent) {
 			slog.String("decision", string(e.Kind)), slog.String("reason", e.Reason))
 	}
 	switch e.Kind {
-	case AdmissionShed:
+	case admissionShed:
 		a.shed.Add(1)
-	case AdmissionRateLimited:
+	case admissionRateLimited:
 		a.rateLimited.Add(1)
 	default:
 		return
@@ -220,12 +225,12 @@ type callPolicy struct {
 	procedure string
 	exempt    bool // health, reflection: never limited
 	streaming bool // not counted by the adaptive limit
-	priority  Priority
+	priority  priority
 }
 
 // restPolicy is the policy of REST routes, whose procedure only the
 // transcoder knows: unary calls of normal priority.
-var restPolicy = &callPolicy{procedure: "REST", priority: PriorityNormal}
+var restPolicy = &callPolicy{procedure: "REST", priority: priorityNormal}
 
 // admission is one listener's admission layer.
 type admission struct {
@@ -238,16 +243,16 @@ type admission struct {
 	// policies by procedure path; written by resolve before the listener
 	// serves, read without locks afterwards.
 	policies map[string]*callPolicy
-	rules    map[string]Rule
+	rules    map[string]MethodConfig
 	// The errors of shed calls, built once: gRPC's carry
 	// grpc-retry-pushback-ms, the others Retry-After.
 	limited, ceiling [2]*connect.Error
 }
 
-func newAdmission(name string, cfg Listener, rules map[string]Rule, log *admissionLog) *admission {
+func newAdmission(name string, cfg Listener, rules map[string]MethodConfig, log *admissionLog) *admission {
 	a := &admission{
 		listener:    name,
-		off:         name == AdminListenerName,
+		off:         name == adminListener,
 		log:         log,
 		maxInFlight: int64(cfg.MaxInFlight),
 		rules:       rules,
@@ -297,13 +302,13 @@ func (a *admission) policy(path string) *callPolicy {
 
 func (a *admission) policyOf(path string) *callPolicy {
 	service, method := splitProcedure(path)
-	p := &callPolicy{procedure: path, exempt: exemptFromLimit(path), priority: PriorityNormal, streaming: true}
+	p := &callPolicy{procedure: path, exempt: exemptFromLimit(path), priority: priorityNormal, streaming: true}
 	if md := methodDescriptor(service, method); md != nil {
 		p.streaming = md.IsStreamingClient() || md.IsStreamingServer()
 	}
 	for _, key := range []string{service, service + "/" + method} {
 		if r, ok := a.rules[key]; ok && r.Priority != "" {
-			p.priority = r.Priority
+			p.priority = priority(r.Priority)
 		}
 	}
 	return p
@@ -375,7 +380,7 @@ func (a *admission) admit(w http.ResponseWriter, r *http.Request, path string, p
 }
 
 func (a *admission) refuse(w http.ResponseWriter, r *http.Request, pol *callPolicy, err *connect.Error, reason string) {
-	a.log.event(AdmissionEvent{Listener: a.listener, Procedure: pol.procedure, Kind: AdmissionShed, Reason: reason})
+	a.log.event(AdmissionEvent{Listener: a.listener, Procedure: pol.procedure, Kind: admissionShed, Reason: reason})
 	writeError(w, r, err)
 }
 
@@ -401,7 +406,7 @@ type deadlines struct {
 }
 
 // deadlinesOf returns the deadlines the rules give a procedure.
-func deadlinesOf(rules map[string]Rule, procedure string, streaming bool) deadlines {
+func deadlinesOf(rules map[string]MethodConfig, procedure string, streaming bool) deadlines {
 	service, method := splitProcedure(procedure)
 	var d deadlines
 	var streams bool
@@ -443,7 +448,7 @@ func (d deadlines) apply(ctx context.Context, log *admissionLog, procedure strin
 	default:
 		return ctx, nil
 	}
-	log.event(AdmissionEvent{Procedure: procedure, Kind: AdmissionDeadline, Reason: reason})
+	log.event(AdmissionEvent{Procedure: procedure, Kind: admissionDeadline, Reason: reason})
 	return context.WithTimeout(ctx, t)
 }
 

@@ -126,7 +126,7 @@ func TestRateLimit(t *testing.T) {
 	start := func(t *testing.T, rl goms.RateLimit, auth goms.Auth) *gomstest.Running {
 		return gomstest.Start(t, goms.Config{
 			Listeners:    []goms.Listener{{Name: "gateway"}},
-			Interceptors: goms.Interceptors{Rules: map[string]goms.Rule{get: {RateLimit: rl}}},
+			Interceptors: goms.Interceptors{Rules: map[string]goms.MethodConfig{get: {RateLimit: rl}}},
 			Auth:         auth,
 		}, func(srv *goms.Server) error {
 			return srv.Mount(gomsv1connect.NewGoMsServiceHandler(&gatedService{}, srv.HandlerOptions()...))
@@ -144,7 +144,7 @@ func TestRateLimit(t *testing.T) {
 	t.Run("identity", func(t *testing.T) {
 		t.Parallel()
 		run := start(t, goms.RateLimit{Rate: rate, Burst: burst, PerCaller: true}, goms.Auth{
-			Default: goms.PolicyAuthenticated,
+			Default: "authenticated",
 			Verifier: func(_ context.Context, c goms.Credentials) (goms.Identity, error) {
 				return goms.Identity{Subject: c.Bearer}, nil
 			},
@@ -184,7 +184,7 @@ func TestRateLimitREST(t *testing.T) {
 	t.Parallel()
 	run := gomstest.Start(t, goms.Config{
 		Listeners: []goms.Listener{{Name: "http", Mode: goms.ModeHTTP, REST: true}},
-		Interceptors: goms.Interceptors{Rules: map[string]goms.Rule{
+		Interceptors: goms.Interceptors{Rules: map[string]goms.MethodConfig{
 			gomsv1connect.GoMsServiceName: {RateLimit: goms.RateLimit{Rate: 0.5, Burst: 1}},
 		}},
 	}, func(srv *goms.Server) error {
@@ -232,7 +232,7 @@ func TestServerDeadline(t *testing.T) {
 	t.Parallel()
 	run := gomstest.Start(t, goms.Config{
 		Listeners: []goms.Listener{{Name: "gateway"}},
-		Interceptors: goms.Interceptors{Rules: map[string]goms.Rule{
+		Interceptors: goms.Interceptors{Rules: map[string]goms.MethodConfig{
 			gomsv1connect.GoMsServiceName + "/Get": {Timeout: 3 * time.Second, MaxTimeout: 5 * time.Second},
 		}},
 	}, func(srv *goms.Server) error {
@@ -284,9 +284,9 @@ func TestShedPriorities(t *testing.T) {
 	svc := &gatedService{gate: make(chan struct{}), entered: make(chan struct{}, 8)}
 	run := gomstest.Start(t, goms.Config{
 		Listeners: []goms.Listener{{Name: "gateway", AdaptiveLimit: goms.AdaptiveLimit{Min: 1, Max: 4}}},
-		Interceptors: goms.Interceptors{Rules: map[string]goms.Rule{
-			gomsv1connect.GoMsServiceName + "/List":   {Priority: goms.PrioritySheddable},
-			gomsv1connect.GoMsServiceName + "/Delete": {Priority: goms.PriorityCritical},
+		Interceptors: goms.Interceptors{Rules: map[string]goms.MethodConfig{
+			gomsv1connect.GoMsServiceName + "/List":   {Priority: "sheddable"},
+			gomsv1connect.GoMsServiceName + "/Delete": {Priority: "critical"},
 		}},
 	}, func(srv *goms.Server) error {
 		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(svc, srv.HandlerOptions()...))
@@ -357,13 +357,13 @@ func TestAdmissionConfigErrors(t *testing.T) {
 		cfg  goms.Config
 		want string
 	}{
-		{"priority", goms.Config{Interceptors: goms.Interceptors{Rules: map[string]goms.Rule{get: {Priority: "urgent"}}}},
+		{"priority", goms.Config{Interceptors: goms.Interceptors{Rules: map[string]goms.MethodConfig{get: {Priority: "urgent"}}}},
 			`goms: interceptors.rules["goms.v1.GoMsService/Get"]: priority "urgent": want "critical", "normal" or "sheddable"`},
-		{"rate", goms.Config{Interceptors: goms.Interceptors{Rules: map[string]goms.Rule{get: {RateLimit: goms.RateLimit{Rate: -1}}}}},
+		{"rate", goms.Config{Interceptors: goms.Interceptors{Rules: map[string]goms.MethodConfig{get: {RateLimit: goms.RateLimit{Rate: -1}}}}},
 			`goms: interceptors.rules["goms.v1.GoMsService/Get"]: rate_limit.rate: -1 is not a rate`},
-		{"burst without rate", goms.Config{Interceptors: goms.Interceptors{Rules: map[string]goms.Rule{get: {RateLimit: goms.RateLimit{Burst: 3}}}}},
+		{"burst without rate", goms.Config{Interceptors: goms.Interceptors{Rules: map[string]goms.MethodConfig{get: {RateLimit: goms.RateLimit{Burst: 3}}}}},
 			`goms: interceptors.rules["goms.v1.GoMsService/Get"]: rate_limit: burst, per_caller and max_callers need a rate`},
-		{"timeout", goms.Config{Interceptors: goms.Interceptors{Rules: map[string]goms.Rule{get: {Timeout: -time.Second}}}},
+		{"timeout", goms.Config{Interceptors: goms.Interceptors{Rules: map[string]goms.MethodConfig{get: {Timeout: -time.Second}}}},
 			`goms: interceptors.rules["goms.v1.GoMsService/Get"]: timeout and max_timeout must not be negative`},
 		{"adaptive", goms.Config{Listeners: []goms.Listener{{Name: "x", Addr: "127.0.0.1:0", AdaptiveLimit: goms.AdaptiveLimit{Min: 10, Max: 5}}}},
 			`goms: listener "x": adaptive_limit: min 10 is above max 5`},
@@ -397,7 +397,7 @@ interceptors:
     goms.v1.GoMsService/Get:
       priority: critical
       rate_limit: {rate: 50, burst: 100, per_caller: true}
-`), "", nil, []string{"listeners.public.adaptive_limit.disabled=true"})
+`), "", "listeners.public.adaptive_limit.disabled=true")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -406,10 +406,10 @@ interceptors:
 		t.Errorf("listener: %+v", l)
 	}
 	svc, get := cfg.Interceptors.Rules["goms.v1.GoMsService"], cfg.Interceptors.Rules["goms.v1.GoMsService/Get"]
-	if svc.Priority != goms.PrioritySheddable || svc.Timeout != 2*time.Second || svc.MaxTimeout != 10*time.Second {
+	if svc.Priority != "sheddable" || svc.Timeout != 2*time.Second || svc.MaxTimeout != 10*time.Second {
 		t.Errorf("service rule: %+v", svc)
 	}
-	if get.Priority != goms.PriorityCritical || get.RateLimit != (goms.RateLimit{Rate: 50, Burst: 100, PerCaller: true}) {
+	if get.Priority != "critical" || get.RateLimit != (goms.RateLimit{Rate: 50, Burst: 100, PerCaller: true}) {
 		t.Errorf("method rule: %+v", get)
 	}
 	if _, err := goms.New(cfg); err != nil {
@@ -423,7 +423,7 @@ func TestServerDeadlineREST(t *testing.T) {
 	t.Parallel()
 	run := gomstest.Start(t, goms.Config{
 		Listeners: []goms.Listener{{Name: "http", Mode: goms.ModeHTTP, REST: true}},
-		Interceptors: goms.Interceptors{Rules: map[string]goms.Rule{
+		Interceptors: goms.Interceptors{Rules: map[string]goms.MethodConfig{
 			gomsv1connect.GoMsServiceName + "/Get": {Timeout: 3 * time.Second},
 		}},
 	}, func(srv *goms.Server) error {

@@ -72,12 +72,12 @@ func newLimiter(cfg AdaptiveLimit, onChange func(old, limit int)) *limiter {
 
 // acquire takes a place for a call of priority p, or reports that there is
 // none.
-func (l *limiter) acquire(p Priority) bool {
+func (l *limiter) acquire(p priority) bool {
 	limit := l.limit.Load()
 	switch p {
-	case PrioritySheddable:
+	case prioritySheddable:
 		limit = max(1, limit*3/4)
-	case PriorityCritical:
+	case priorityCritical:
 		limit *= 2
 	}
 	n := l.inFlight.Add(1)

@@ -28,7 +28,7 @@ func TestLimiterSteadyLoad(t *testing.T) {
 	for range 50 {
 		wg.Go(func() {
 			for time.Now().Before(end) {
-				if !l.acquire(PriorityNormal) {
+				if !l.acquire(priorityNormal) {
 					shed.Add(1)
 					time.Sleep(2 * time.Millisecond)
 					continue
@@ -66,7 +66,7 @@ func TestLimiterFollowsLatency(t *testing.T) {
 				return
 			case <-tick.C:
 			}
-			if !l.acquire(PriorityNormal) {
+			if !l.acquire(priorityNormal) {
 				shed.Add(1)
 				continue
 			}
@@ -104,9 +104,9 @@ func TestLimiterFollowsLatency(t *testing.T) {
 func TestLimiterPriorities(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
-		p    Priority
+		p    priority
 		want int64
-	}{{PrioritySheddable, 6}, {PriorityNormal, 8}, {PriorityCritical, 16}} {
+	}{{prioritySheddable, 6}, {priorityNormal, 8}, {priorityCritical, 16}} {
 		l := testLimiter(t, AdaptiveLimit{Min: 1, Max: 8})
 		var n int64
 		for l.acquire(c.p) {
@@ -123,7 +123,7 @@ func BenchmarkLimiter(b *testing.B) {
 	l := testLimiter(b, AdaptiveLimit{Max: 100000})
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if l.acquire(PriorityNormal) {
+			if l.acquire(priorityNormal) {
 				l.release(time.Now())
 			}
 		}

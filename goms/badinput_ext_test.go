@@ -174,7 +174,7 @@ func TestBadRequests(t *testing.T) {
 	})
 	t.Run("header-too-large", func(t *testing.T) {
 		t.Parallel()
-		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL("gateway")+goms.LivenessPath, nil)
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL("gateway")+"/healthz", nil)
 		if err != nil {
 			t.Fatal(err)
 		}

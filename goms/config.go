@@ -12,19 +12,18 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// EnvPrefix starts the names of the environment variables LoadConfig reads.
+// envPrefix starts the names of the environment variables LoadConfig reads.
 // The rest of the name is the key, upper case, with "__" between levels:
 // GOMS_SHUTDOWN_TIMEOUT is shutdown_timeout, GOMS_LISTENERS__GRPC__ADDRESS
 // is the address of the listener named grpc.
-const EnvPrefix = "GOMS_"
+const envPrefix = "GOMS_"
 
 // LoadConfig builds a Config from layers, each overriding the ones before:
 //
 //  1. defaults, a YAML document (nil for none), such as a program's
 //     built-in listeners;
 //  2. the YAML file at path (none when path is "");
-//  3. the environment variables in env (as os.Environ returns them) that
-//     start with EnvPrefix;
+//  3. the process's environment variables that start with "GOMS_";
 //  4. the overrides in set, each "key=value" with a dotted key, such as
 //     "listeners.grpc.address=127.0.0.1:42001" — what a -set flag gives.
 //
@@ -38,7 +37,7 @@ const EnvPrefix = "GOMS_"
 // listeners with one name is an error that names the key and where it
 // came from (file and line, variable, or override). Fields that only Go
 // can set, such as Logger and Plugins, are left for the caller.
-func LoadConfig(defaults []byte, path string, env, set []string) (Config, error) {
+func LoadConfig(defaults []byte, path string, set ...string) (Config, error) {
 	var cfg Config
 	origins := make(map[*yaml.Node]string)
 	root, err := parseLayer(defaults, "defaults", origins)
@@ -56,9 +55,11 @@ func LoadConfig(defaults []byte, path string, env, set []string) (Config, error)
 		}
 		merge(root, file)
 	}
+	env := os.Environ()
+	slices.Sort(env)
 	for _, kv := range env {
 		name, value, _ := strings.Cut(kv, "=")
-		key, ok := strings.CutPrefix(name, EnvPrefix)
+		key, ok := strings.CutPrefix(name, envPrefix)
 		if !ok || key == "" {
 			continue
 		}

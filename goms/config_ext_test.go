@@ -31,7 +31,7 @@ func writeConfig(t *testing.T, text string) string {
 
 func TestLoadConfigFile(t *testing.T) {
 	t.Parallel()
-	cfg, err := goms.LoadConfig(nil, "testdata/config.yaml", nil, nil)
+	cfg, err := goms.LoadConfig(nil, "testdata/config.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,6 @@ func TestLoadConfigFile(t *testing.T) {
 
 // TestLoadConfigPrecedence checks defaults < file < environment < overrides.
 func TestLoadConfigPrecedence(t *testing.T) {
-	t.Parallel()
 	file := writeConfig(t, `
 listeners:
   - name: grpc
@@ -116,8 +115,8 @@ drain_delay: 1s
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			got, err := goms.LoadConfig([]byte(configDefaults), tt.file, tt.env, tt.set)
+			setenv(t, tt.env)
+			got, err := goms.LoadConfig([]byte(configDefaults), tt.file, tt.set...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -133,7 +132,6 @@ drain_delay: 1s
 // TestLoadConfigStrict checks that each mistake is an error naming the key
 // and where it came from.
 func TestLoadConfigStrict(t *testing.T) {
-	t.Parallel()
 	tests := []struct {
 		name string
 		file string
@@ -157,12 +155,12 @@ func TestLoadConfigStrict(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
 			path := ""
 			if tt.file != "" {
 				path = writeConfig(t, tt.file)
 			}
-			_, err := goms.LoadConfig([]byte(configDefaults), path, tt.env, tt.set)
+			setenv(t, tt.env)
+			_, err := goms.LoadConfig([]byte(configDefaults), path, tt.set...)
 			if err == nil {
 				t.Fatal("LoadConfig succeeded, want an error")
 			}
@@ -191,6 +189,20 @@ func FuzzLoadConfig(f *testing.F) {
 		if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		_, _ = goms.LoadConfig(nil, path, []string{"GOMS_" + strings.ToUpper(set)}, []string{set})
+		// The set string also becomes an environment variable, when it can.
+		if name, value, _ := strings.Cut("GOMS_"+strings.ToUpper(set), "="); !strings.ContainsRune(name+value, 0) && name != "GOMS_" {
+			t.Setenv(name, value)
+		}
+		_, _ = goms.LoadConfig(nil, path, set)
 	})
+}
+
+// setenv sets the "NAME=value" variables in env for the rest of the test,
+// which LoadConfig reads; a test that calls it cannot run in parallel.
+func setenv(t *testing.T, env []string) {
+	t.Helper()
+	for _, kv := range env {
+		name, value, _ := strings.Cut(kv, "=")
+		t.Setenv(name, value)
+	}
 }

@@ -12,11 +12,11 @@ import (
 	"github.com/reversTeam/go-ms/goms/internal/docsui"
 )
 
-// DocsPath is where a listener with Listener.OpenAPI serves a page that
+// docsPath is where a listener with Listener.OpenAPI serves a page that
 // lists the operations of its OpenAPI document and calls them (Swagger
 // UI, bundled into goms: the page loads nothing from elsewhere). Its
-// script and style sheet are under DocsPath + "/".
-const DocsPath = "/docs"
+// script and style sheet are under docsPath + "/".
+const docsPath = "/docs"
 
 const docsPage = `<!doctype html>
 <html lang="en">
@@ -46,13 +46,13 @@ type docsAsset struct {
 var docsAssets = sync.OnceValue(func() map[string]*docsAsset {
 	page := compress([]byte(docsPage))
 	assets := map[string]*docsAsset{
-		DocsPath:               {contentType: "text/html; charset=utf-8", gz: page},
-		DocsPath + "/docs.js":  {contentType: "text/javascript; charset=utf-8"},
-		DocsPath + "/docs.css": {contentType: "text/css; charset=utf-8"},
+		docsPath:               {contentType: "text/html; charset=utf-8", gz: page},
+		docsPath + "/docs.js":  {contentType: "text/javascript; charset=utf-8"},
+		docsPath + "/docs.css": {contentType: "text/css; charset=utf-8"},
 	}
 	for path, a := range assets {
 		if a.gz == nil {
-			data, err := docsui.Dist.ReadFile("dist/" + strings.TrimPrefix(path, DocsPath+"/") + ".gz")
+			data, err := docsui.Dist.ReadFile("dist/" + strings.TrimPrefix(path, docsPath+"/") + ".gz")
 			if err != nil {
 				panic("goms: the docs page bundle lacks " + path) // embedded at build time
 			}
@@ -84,7 +84,7 @@ func compress(data []byte) []byte {
 // docsRoutes returns the exact routes of the docs page.
 func docsRoutes() map[string]http.Handler {
 	routes := make(map[string]http.Handler, 3)
-	for _, path := range []string{DocsPath, DocsPath + "/docs.js", DocsPath + "/docs.css"} {
+	for _, path := range []string{docsPath, docsPath + "/docs.js", docsPath + "/docs.css"} {
 		routes[path] = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			serveDocsAsset(w, r, docsAssets()[path])
 		})

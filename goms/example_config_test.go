@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 
 	"connectrpc.com/connect"
 
@@ -16,8 +17,9 @@ import (
 )
 
 func ExampleLoadConfig() {
-	// The program's own defaults, then a file (none here), then GOMS_*
-	// variables, then -set flags: each layer overrides the ones before.
+	// The program's own defaults, then a file (none here), then the
+	// process's GOMS_* variables, then -set flags: each layer overrides the
+	// ones before.
 	defaults := []byte(`
 listeners:
   - name: grpc
@@ -27,9 +29,9 @@ listeners:
     address: 127.0.0.1:8080
     mode: http
 `)
-	env := []string{"GOMS_SHUTDOWN_TIMEOUT=30s", "HOME=/root"}
-	set := []string{"listeners.http.address=127.0.0.1:9090"}
-	cfg, err := goms.LoadConfig(defaults, "", env, set)
+	os.Setenv("GOMS_SHUTDOWN_TIMEOUT", "30s")
+	defer os.Unsetenv("GOMS_SHUTDOWN_TIMEOUT")
+	cfg, err := goms.LoadConfig(defaults, "", "listeners.http.address=127.0.0.1:9090")
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -40,7 +42,7 @@ listeners:
 	fmt.Println(cfg.ShutdownTimeout)
 
 	// A mistake names the key and where it came from.
-	_, err = goms.LoadConfig(defaults, "", nil, []string{"listeners.http.adress=:1"})
+	_, err = goms.LoadConfig(defaults, "", "listeners.http.adress=:1")
 	fmt.Println(err != nil)
 	// Output:
 	// grpc 127.0.0.1:42001 grpc
@@ -54,9 +56,9 @@ func ExampleAuth() {
 		Listeners: []goms.Listener{{Name: "http", Addr: "127.0.0.1:0", Mode: goms.ModeHTTP}},
 		Auth: goms.Auth{
 			// Reads are public; everything else needs a known API key.
-			Policies: map[string]goms.Policy{
-				"goms.v1.GoMsService/Get":  goms.PolicyPublic,
-				"goms.v1.GoMsService/List": goms.PolicyPublic,
+			Policies: map[string]string{
+				"goms.v1.GoMsService/Get":  "public",
+				"goms.v1.GoMsService/List": "public",
 			},
 			Verifier: func(_ context.Context, c goms.Credentials) (goms.Identity, error) {
 				if c.APIKey == "s3cret" {
@@ -97,12 +99,12 @@ func ExampleAuth() {
 	// create with the key: true
 }
 
-func ExampleRule() {
+func ExampleMethodConfig() {
 	srv, err := goms.New(goms.Config{
 		Listeners: []goms.Listener{{Name: "http", Addr: "127.0.0.1:0", Mode: goms.ModeHTTP}},
-		Interceptors: goms.Interceptors{Rules: map[string]goms.Rule{
+		Interceptors: goms.Interceptors{Rules: map[string]goms.MethodConfig{
 			// A service's rule applies to its methods.
-			"goms.v1.GoMsService": {Remove: []string{goms.InterceptorAccessLog}},
+			"goms.v1.GoMsService": {Remove: []string{"accesslog"}},
 			// A method's rule wins over its service's: one Create a
 			// minute, for every caller together.
 			"goms.v1.GoMsService/Create": {RateLimit: goms.RateLimit{Rate: 1.0 / 60, Burst: 1}},

@@ -210,7 +210,7 @@ func ExampleServer_SetHealth() {
 
 	client := &http.Client{Transport: &http.Transport{}}
 	defer client.CloseIdleConnections()
-	readyz := "http://" + srv.Addr("gateway").String() + goms.ReadinessPath
+	readyz := "http://" + srv.Addr("gateway").String() + "/readyz"
 	probe := func() {
 		res, err := client.Get(readyz)
 		if err != nil {

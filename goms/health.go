@@ -10,12 +10,12 @@ import (
 // Paths of the plain HTTP probes every listener serves, for load balancers
 // and orchestrators that do not speak gRPC.
 const (
-	// LivenessPath answers 200 while the process serves at all.
-	LivenessPath = "/healthz"
-	// ReadinessPath answers 200 while the server takes traffic, and 503
+	// livenessPath answers 200 while the process serves at all.
+	livenessPath = "/healthz"
+	// readinessPath answers 200 while the server takes traffic, and 503
 	// before Serve, once shutdown begins, or while SetHealth("", ...)
 	// says NOT_SERVING.
-	ReadinessPath = "/readyz"
+	readinessPath = "/readyz"
 )
 
 // addBuiltins mounts health checking and the probes on every listener,
@@ -26,8 +26,8 @@ const (
 func (s *Server) addBuiltins() error {
 	healthPath, healthHandler := grpchealth.NewHandler(s.health, s.handlerOpts...)
 	probes := map[string]http.Handler{
-		LivenessPath:  http.HandlerFunc(liveness),
-		ReadinessPath: http.HandlerFunc(s.readiness),
+		livenessPath:  http.HandlerFunc(liveness),
+		readinessPath: http.HandlerFunc(s.readiness),
 		healthPath:    healthHandler,
 	}
 	for _, l := range s.listeners {

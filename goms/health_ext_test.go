@@ -119,7 +119,7 @@ func TestProbes(t *testing.T) {
 	srv := gomstest.Start(t, allModes(), nil)
 	client := gomstest.HTTP1(t)
 	for _, listener := range []string{"grpc", "grpcgo", "http", "gateway"} {
-		for _, probe := range []struct{ path, body string }{{goms.LivenessPath, "ok\n"}, {goms.ReadinessPath, "ready\n"}} {
+		for _, probe := range []struct{ path, body string }{{"/healthz", "ok\n"}, {"/readyz", "ready\n"}} {
 			res, body := get(t, client, http.MethodGet, srv.URL(listener)+probe.path)
 			if res.StatusCode != http.StatusOK || body != probe.body {
 				t.Errorf("%s GET %s: %d %q, want 200 %q", listener, probe.path, res.StatusCode, body, probe.body)
@@ -139,14 +139,14 @@ func TestProbes(t *testing.T) {
 	}
 
 	srv.Server.SetHealth("", grpchealth.StatusNotServing)
-	if res, body := get(t, client, http.MethodGet, srv.URL("gateway")+goms.ReadinessPath); res.StatusCode != http.StatusServiceUnavailable || body != "not ready\n" {
+	if res, body := get(t, client, http.MethodGet, srv.URL("gateway")+"/readyz"); res.StatusCode != http.StatusServiceUnavailable || body != "not ready\n" {
 		t.Errorf("/readyz while NOT_SERVING: %d %q, want 503", res.StatusCode, body)
 	}
-	if res, _ := get(t, client, http.MethodGet, srv.URL("gateway")+goms.LivenessPath); res.StatusCode != http.StatusOK {
+	if res, _ := get(t, client, http.MethodGet, srv.URL("gateway")+"/healthz"); res.StatusCode != http.StatusOK {
 		t.Errorf("/healthz while NOT_SERVING: %d, want 200", res.StatusCode)
 	}
 	srv.Server.SetHealth("", grpchealth.StatusServing)
-	if res, _ := get(t, client, http.MethodGet, srv.URL("gateway")+goms.ReadinessPath); res.StatusCode != http.StatusOK {
+	if res, _ := get(t, client, http.MethodGet, srv.URL("gateway")+"/readyz"); res.StatusCode != http.StatusOK {
 		t.Errorf("/readyz once SERVING again: %d, want 200", res.StatusCode)
 	}
 }
@@ -234,7 +234,7 @@ func TestHealthDuringShutdown(t *testing.T) {
 			t.Fatalf("%s: %v before shutdown, want SERVING", w.name, res.GetStatus())
 		}
 	}
-	readyz := startRawRequest(t, srv.Addr("gateway"), goms.ReadinessPath)
+	readyz := startRawRequest(t, srv.Addr("gateway"), "/readyz")
 
 	srv.Stop()
 	// The server-wide status changes last: once the first watch has seen

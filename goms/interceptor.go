@@ -15,27 +15,23 @@ import (
 )
 
 // Names of the interceptors goms knows, in the order they run, outermost
-// first. A call passes tracing, then metrics, then the access log, then
-// recovery (so that a panic anywhere below is logged and counted as
-// internal), then auth, rate limits (which tell callers apart by the
-// identity auth found) and validation, then any plugin interceptors in
-// Config.Plugins order, then the handler.
+// first (see Interceptors).
 const (
-	InterceptorTracing   = "tracing"
-	InterceptorMetrics   = "metrics"
-	InterceptorAccessLog = "accesslog"
-	InterceptorRecovery  = "recovery"
-	InterceptorAuth      = "auth"
-	// InterceptorRateLimit applies the rate limits of Interceptors.Rules.
+	interceptorTracing   = "tracing"
+	interceptorMetrics   = "metrics"
+	interceptorAccessLog = "accesslog"
+	interceptorRecovery  = "recovery"
+	interceptorAuth      = "auth"
+	// interceptorRateLimit applies the rate limits of Interceptors.Rules.
 	// It runs on every procedure a rule gives a rate limit, whatever
 	// Default and the rules select.
-	InterceptorRateLimit = "ratelimit"
-	InterceptorValidate  = "validate"
+	interceptorRateLimit = "ratelimit"
+	interceptorValidate  = "validate"
 )
 
 var interceptorOrder = []string{
-	InterceptorTracing, InterceptorMetrics, InterceptorAccessLog,
-	InterceptorRecovery, InterceptorAuth, InterceptorRateLimit, InterceptorValidate,
+	interceptorTracing, interceptorMetrics, interceptorAccessLog,
+	interceptorRecovery, interceptorAuth, interceptorRateLimit, interceptorValidate,
 }
 
 // Plugin adds a named interceptor to a server, such as the metrics of
@@ -43,8 +39,8 @@ var interceptorOrder = []string{
 // so that a program pays for their dependencies only when it uses them.
 type Plugin interface {
 	// Name is how configuration selects the plugin's interceptor. The
-	// names above have a fixed place in the chain; other names run after
-	// them, in Config.Plugins order.
+	// names Interceptors lists have a fixed place in the chain; other
+	// names run after them, in Config.Plugins order.
 	Name() string
 	// Interceptor is applied to the calls the server handles.
 	Interceptor() connect.Interceptor
@@ -65,7 +61,14 @@ type AdminPlugin interface {
 }
 
 // Interceptors selects the interceptors of each procedure by name, the
-// goms counterpart of the original "middleware by endpoint". Names that no
+// goms counterpart of the original "middleware by endpoint". A call passes
+// them in this order, outermost first: "tracing" and "metrics" (from
+// goms/tracing and goms/prom), "accesslog", "recovery" (so that a panic
+// anywhere below is logged and counted as internal), "auth" (Config.Auth),
+// "ratelimit" (the rate limits of Rules, which tell callers apart by the
+// identity auth found), "validate" (goms/validate), then the interceptors
+// of other Config.Plugins in their order, then the handler. Before all of
+// them, every call gets its request id (RequestIDFrom). Names that no
 // interceptor answers to, and rules for services or methods that are not
 // mounted, are errors when the server starts.
 type Interceptors struct {
@@ -77,20 +80,20 @@ type Interceptors struct {
 	// Rules adjust Default for one service ("goms.v1.GoMsService") or one
 	// method ("goms.v1.GoMsService/Delete"). A method's rule applies after
 	// its service's.
-	Rules map[string]Rule `yaml:"rules"`
+	Rules map[string]MethodConfig `yaml:"rules"`
 }
 
-// Rule adds interceptors to, or removes them from, a service or method,
-// and sets the limits of its calls: priority when the listener sheds load,
-// rate limit and server deadlines. A method's fields that are set win over
-// its service's.
-type Rule struct {
+// MethodConfig configures the calls of one service or method, as an entry
+// of Interceptors.Rules: the interceptors it adds or removes, its priority
+// when the listener sheds load, its rate limit and its server deadlines. A
+// method's fields that are set win over its service's.
+type MethodConfig struct {
 	Add    []string `yaml:"add"`
 	Remove []string `yaml:"remove"`
 	// Priority says how soon an overloaded listener sheds the calls:
-	// PrioritySheddable first, PriorityCritical last. Default
-	// PriorityNormal. Health checks and reflection are never shed.
-	Priority Priority `yaml:"priority"`
+	// "sheddable" first, "normal", then "critical" last. Default "normal".
+	// Health checks and reflection are never shed.
+	Priority string `yaml:"priority"`
 	// RateLimit bounds the rate of calls, for all callers or per caller.
 	// Default: no limit.
 	RateLimit RateLimit `yaml:"rate_limit"`
@@ -108,9 +111,9 @@ type Rule struct {
 }
 
 // check validates the limits of a rule and applies their defaults.
-func (r Rule) check(key string) (Rule, error) {
-	if !r.Priority.valid() {
-		return r, fmt.Errorf("goms: interceptors.rules[%q]: priority %q: want %q, %q or %q", key, r.Priority, PriorityCritical, PriorityNormal, PrioritySheddable)
+func (r MethodConfig) check(key string) (MethodConfig, error) {
+	if !priority(r.Priority).valid() {
+		return r, fmt.Errorf("goms: interceptors.rules[%q]: priority %q: want %q, %q or %q", key, r.Priority, priorityCritical, priorityNormal, prioritySheddable)
 	}
 	if r.Timeout < 0 || r.MaxTimeout < 0 {
 		return r, fmt.Errorf("goms: interceptors.rules[%q]: timeout and max_timeout must not be negative", key)
@@ -138,7 +141,7 @@ type chains struct {
 	named    map[string]connect.Interceptor
 	order    []string // every available name, in chain order
 	defaults []string
-	rules    map[string]Rule
+	rules    map[string]MethodConfig
 	explicit bool // Default was set
 }
 
@@ -197,7 +200,7 @@ func (c *chains) names(procedure string) []string {
 		selected[name] = true
 	}
 	if !c.explicit && slices.Contains(quietServices, service) {
-		delete(selected, InterceptorAccessLog)
+		delete(selected, interceptorAccessLog)
 	}
 	for _, key := range []string{service, service + "/" + method} {
 		rule := c.rules[key]
@@ -208,8 +211,8 @@ func (c *chains) names(procedure string) []string {
 			delete(selected, name)
 		}
 	}
-	if _, ok := c.named[InterceptorRateLimit]; ok {
-		selected[InterceptorRateLimit] = true
+	if _, ok := c.named[interceptorRateLimit]; ok {
+		selected[interceptorRateLimit] = true
 	}
 	var out []string
 	for _, name := range c.order {
@@ -320,7 +323,7 @@ func (s *Server) interceptorsFor(procedure string, edge bool) []connect.Intercep
 	names := s.chains.names(procedure)
 	out := make([]connect.Interceptor, 0, len(names))
 	for i := len(names) - 1; i >= 0; i-- {
-		if edge && names[i] == InterceptorValidate {
+		if edge && names[i] == interceptorValidate {
 			continue
 		}
 		out = append(out, s.chains.named[names[i]])
@@ -332,14 +335,14 @@ func (s *Server) interceptorsFor(procedure string, edge bool) []connect.Intercep
 // and client options every mount and client shares.
 func (s *Server) initInterceptors() error {
 	named := map[string]connect.Interceptor{
-		InterceptorRecovery:  recoverInterceptor{logger: s.logger},
-		InterceptorAccessLog: accessLogInterceptor{logger: s.logger, level: s.cfg.Log.accessLevel(), file: s.accessFile},
+		interceptorRecovery:  recoverInterceptor{logger: s.logger},
+		interceptorAccessLog: accessLogInterceptor{logger: s.logger, level: s.cfg.Log.accessLevel(), file: s.accessFile},
 	}
 	auth, err := checkAuth(s.cfg, s.logger)
 	if err != nil {
 		return err
 	}
-	rules := make(map[string]Rule, len(s.cfg.Interceptors.Rules))
+	rules := make(map[string]MethodConfig, len(s.cfg.Interceptors.Rules))
 	for key, rule := range s.cfg.Interceptors.Rules {
 		if rules[key], err = rule.check(key); err != nil {
 			return err
@@ -351,10 +354,10 @@ func (s *Server) initInterceptors() error {
 		return err
 	}
 	if rateLimits != nil {
-		named[InterceptorRateLimit] = rateLimits
+		named[interceptorRateLimit] = rateLimits
 	}
 	if auth != nil {
-		named[InterceptorAuth] = auth
+		named[interceptorAuth] = auth
 		s.auth = auth
 	}
 	var plugins []string

@@ -14,38 +14,41 @@ import (
 	"connectrpc.com/grpchealth"
 )
 
-// Policy says who may call a procedure.
-type Policy string
-
+// The policies of Auth.Default and Auth.Policies.
 const (
-	// PolicyPublic lets every caller through, without checking
+	// policyPublic lets every caller through, without checking
 	// credentials. A verified client certificate still gives the call an
 	// Identity.
-	PolicyPublic Policy = "public"
-	// PolicyAuthenticated lets through callers whose credentials the
+	policyPublic = "public"
+	// policyAuthenticated lets through callers whose credentials the
 	// Verifier accepts, or who presented a client certificate that a
 	// listener with ClientCAFile verified.
-	PolicyAuthenticated Policy = "authenticated"
-	// PolicyDenied refuses every caller with CodePermissionDenied.
-	PolicyDenied Policy = "denied"
+	policyAuthenticated = "authenticated"
+	// policyDenied refuses every caller with CodePermissionDenied.
+	policyDenied = "denied"
 )
 
 // defaultAPIKeyHeader is the header Auth reads API keys from unless
 // Auth.APIKeyHeader says otherwise.
 const defaultAPIKeyHeader = "X-Api-Key"
 
-// Auth configures the auth interceptor, InterceptorAuth. It is on when
+// Auth configures the "auth" interceptor. It is on when
 // Verifier, Default or Policies is set.
 type Auth struct {
-	// Default is the policy of the procedures Policies does not name.
-	// Default PolicyAuthenticated: a procedure nobody thought about is
-	// closed. grpc.health.v1.Health is public unless Policies names it.
-	Default Policy `yaml:"default"`
+	// Default is the policy of the procedures Policies does not name:
+	// "public" (every caller, credentials unchecked; a verified client
+	// certificate still gives the call an Identity), "authenticated"
+	// (callers whose credentials Verifier accepts, or with a client
+	// certificate a listener with ClientCAFile verified) or "denied"
+	// (CodePermissionDenied for all). Default "authenticated": a procedure
+	// nobody thought about is closed. grpc.health.v1.Health is public
+	// unless Policies names it.
+	Default string `yaml:"default"`
 	// Policies sets the policy of one service ("goms.v1.GoMsService") or
 	// one method ("goms.v1.GoMsService/Delete"); a method's entry wins
 	// over its service's. Keys that name nothing mounted are an error
 	// when the server starts.
-	Policies map[string]Policy `yaml:"policies"`
+	Policies map[string]string `yaml:"policies"`
 	// APIKeyHeader is the request header that carries API keys. Default
 	// "X-Api-Key".
 	APIKeyHeader string `yaml:"api_key_header"`
@@ -57,7 +60,7 @@ type Auth struct {
 
 // Verifier checks the credentials a caller presented and says who the
 // caller is. It runs only for calls that carry a bearer token or an API
-// key to a procedure with PolicyAuthenticated. An error refuses the call
+// key to a procedure whose policy is "authenticated". An error refuses the call
 // with CodeUnauthenticated, or with CodePermissionDenied when the error is
 // a *connect.Error with that code; either way the caller sees no more than
 // the code. The error goes to the server's log at debug level.
@@ -120,21 +123,21 @@ func (a Auth) enabled() bool {
 	return a.Verifier != nil || a.Default != "" || len(a.Policies) > 0
 }
 
-func (p Policy) valid() bool {
-	return p == PolicyPublic || p == PolicyAuthenticated || p == PolicyDenied
+func validPolicy(p string) bool {
+	return p == policyPublic || p == policyAuthenticated || p == policyDenied
 }
 
 // withDefaults checks the policies and fills in the defaults.
 func (a Auth) withDefaults() (Auth, error) {
 	if a.Default == "" {
-		a.Default = PolicyAuthenticated
+		a.Default = policyAuthenticated
 	}
-	if !a.Default.valid() {
-		return a, fmt.Errorf("goms: auth.default: policy %q: want %q, %q or %q", a.Default, PolicyPublic, PolicyAuthenticated, PolicyDenied)
+	if !validPolicy(a.Default) {
+		return a, fmt.Errorf("goms: auth.default: policy %q: want %q, %q or %q", a.Default, policyPublic, policyAuthenticated, policyDenied)
 	}
 	for key, p := range a.Policies {
-		if !p.valid() {
-			return a, fmt.Errorf("goms: auth.policies[%q]: policy %q: want %q, %q or %q", key, p, PolicyPublic, PolicyAuthenticated, PolicyDenied)
+		if !validPolicy(p) {
+			return a, fmt.Errorf("goms: auth.policies[%q]: policy %q: want %q, %q or %q", key, p, policyPublic, policyAuthenticated, policyDenied)
 		}
 	}
 	if a.APIKeyHeader == "" {
@@ -146,11 +149,11 @@ func (a Auth) withDefaults() (Auth, error) {
 
 // needsCredentials reports whether some procedure may be authenticated.
 func (a Auth) needsCredentials() bool {
-	if a.Default == PolicyAuthenticated {
+	if a.Default == policyAuthenticated {
 		return true
 	}
 	for _, p := range a.Policies {
-		if p == PolicyAuthenticated {
+		if p == policyAuthenticated {
 			return true
 		}
 	}
@@ -205,7 +208,7 @@ type authInterceptor struct {
 }
 
 // policy returns the policy of a procedure ("/pkg.Service/Method").
-func (a *authInterceptor) policy(procedure string) Policy {
+func (a *authInterceptor) policy(procedure string) string {
 	name := procedure[min(1, len(procedure)):]
 	if p, ok := a.auth.Policies[name]; ok {
 		return p
@@ -215,7 +218,7 @@ func (a *authInterceptor) policy(procedure string) Policy {
 		return p
 	}
 	if service == grpchealth.HealthV1ServiceName {
-		return PolicyPublic
+		return policyPublic
 	}
 	return a.auth.Default
 }
@@ -224,11 +227,11 @@ func (a *authInterceptor) policy(procedure string) Policy {
 // call fails with.
 func (a *authInterceptor) authenticate(ctx context.Context, procedure string, header http.Header) (context.Context, error) {
 	policy := a.policy(procedure)
-	if policy == PolicyDenied {
+	if policy == policyDenied {
 		return ctx, connect.NewError(connect.CodePermissionDenied, errPermissionDenied)
 	}
 	cert := PeerCertificateFrom(ctx)
-	if policy == PolicyPublic {
+	if policy == policyPublic {
 		if cert != nil {
 			ctx = withIdentity(ctx, certIdentity(cert))
 		}

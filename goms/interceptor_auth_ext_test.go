@@ -84,10 +84,10 @@ func TestAuth(t *testing.T) {
 	run := gomstest.Start(t, goms.Config{
 		Listeners: []goms.Listener{{Name: "gateway"}},
 		Auth: goms.Auth{
-			Default: goms.PolicyPublic,
-			Policies: map[string]goms.Policy{
-				"goms.v1.GoMsService/Delete": goms.PolicyAuthenticated,
-				"goms.v1.GoMsService/Update": goms.PolicyDenied,
+			Default: "public",
+			Policies: map[string]string{
+				"goms.v1.GoMsService/Delete": "authenticated",
+				"goms.v1.GoMsService/Update": "denied",
 			},
 			Verifier: testVerifier,
 		},
@@ -214,10 +214,10 @@ func TestAuthConfigErrors(t *testing.T) {
 		wantErr string
 	}{
 		{"bad default", goms.Auth{Default: "open", Verifier: testVerifier}, true, `goms: auth.default: policy "open"`},
-		{"bad policy", goms.Auth{Policies: map[string]goms.Policy{"goms.v1.GoMsService": "maybe"}, Verifier: testVerifier}, true, `goms: auth.policies["goms.v1.GoMsService"]: policy "maybe"`},
-		{"no way to authenticate", goms.Auth{Default: goms.PolicyAuthenticated}, true, "no verifier and no listener with client_ca_file"},
-		{"unknown method", goms.Auth{Policies: map[string]goms.Policy{"goms.v1.GoMsService/Nope": goms.PolicyDenied}, Verifier: testVerifier}, false, `goms: auth.policies["goms.v1.GoMsService/Nope"]: no mounted service has this method`},
-		{"unknown service", goms.Auth{Policies: map[string]goms.Policy{"nope.v1.Nope": goms.PolicyDenied}, Verifier: testVerifier}, false, `goms: auth.policies["nope.v1.Nope"]: no such service is mounted`},
+		{"bad policy", goms.Auth{Policies: map[string]string{"goms.v1.GoMsService": "maybe"}, Verifier: testVerifier}, true, `goms: auth.policies["goms.v1.GoMsService"]: policy "maybe"`},
+		{"no way to authenticate", goms.Auth{Default: "authenticated"}, true, "no verifier and no listener with client_ca_file"},
+		{"unknown method", goms.Auth{Policies: map[string]string{"goms.v1.GoMsService/Nope": "denied"}, Verifier: testVerifier}, false, `goms: auth.policies["goms.v1.GoMsService/Nope"]: no mounted service has this method`},
+		{"unknown service", goms.Auth{Policies: map[string]string{"nope.v1.Nope": "denied"}, Verifier: testVerifier}, false, `goms: auth.policies["nope.v1.Nope"]: no such service is mounted`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -351,7 +351,7 @@ func TestMutualTLSIdentity(t *testing.T) {
 			tlsListener("grpcgo", goms.ModeGRPC, goms.EngineGRPC),
 		},
 		// No verifier: on these listeners the certificate is the credential.
-		Auth: goms.Auth{Default: goms.PolicyAuthenticated},
+		Auth: goms.Auth{Default: "authenticated"},
 	}, func(srv *goms.Server) error {
 		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(identityService{}, srv.HandlerOptions()...))
 	})
@@ -409,11 +409,11 @@ listeners:
 		t.Fatal(err)
 	}
 	want := goms.Auth{
-		Default:      goms.PolicyPublic,
+		Default:      "public",
 		APIKeyHeader: "X-Key",
-		Policies: map[string]goms.Policy{
-			"goms.v1.GoMsService/Delete": goms.PolicyAuthenticated,
-			"child.v1.ChildService":      goms.PolicyDenied,
+		Policies: map[string]string{
+			"goms.v1.GoMsService/Delete": "authenticated",
+			"child.v1.ChildService":      "denied",
 		},
 	}
 	if diff := cmp.Diff(want, cfg.Auth); diff != "" {

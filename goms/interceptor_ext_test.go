@@ -138,14 +138,14 @@ func TestInterceptorSelection(t *testing.T) {
 		},
 		{
 			name:  "explicit default, one method adds",
-			cfg:   goms.Interceptors{Default: []string{goms.InterceptorRecovery}, Rules: map[string]goms.Rule{"goms.v1.GoMsService/Get": {Add: []string{"custom"}}}},
+			cfg:   goms.Interceptors{Default: []string{"recovery"}, Rules: map[string]goms.MethodConfig{"goms.v1.GoMsService/Get": {Add: []string{"custom"}}}},
 			calls: []string{"Get", "List"},
 			want:  []string{"custom Get"},
 		},
 		{
 			name: "service removes, method adds back",
-			cfg: goms.Interceptors{Rules: map[string]goms.Rule{
-				"goms.v1.GoMsService":      {Remove: []string{"custom", goms.InterceptorTracing}},
+			cfg: goms.Interceptors{Rules: map[string]goms.MethodConfig{
+				"goms.v1.GoMsService":      {Remove: []string{"custom", "tracing"}},
 				"goms.v1.GoMsService/List": {Add: []string{"custom"}},
 			}},
 			calls: []string{"Get", "List"},
@@ -166,7 +166,7 @@ func TestInterceptorSelection(t *testing.T) {
 			run := gomstest.Start(t, goms.Config{
 				Listeners: []goms.Listener{{Name: "gateway"}},
 				// Plugins in an order unlike the chain's: the chain order wins.
-				Plugins:      []goms.Plugin{plugin("custom"), plugin(goms.InterceptorValidate), plugin(goms.InterceptorTracing)},
+				Plugins:      []goms.Plugin{plugin("custom"), plugin("validate"), plugin("tracing")},
 				Interceptors: tc.cfg,
 			}, nil)
 			client := icProtocols[0].gomsClient(t, run.URL("gateway"))
@@ -203,11 +203,11 @@ func TestInterceptorSelectionErrors(t *testing.T) {
 		wantErr string
 	}{
 		{"unknown default", goms.Config{Interceptors: goms.Interceptors{Default: []string{"nope"}}}, true, `goms: interceptors.default: unknown interceptor "nope"`},
-		{"unknown in rule", goms.Config{Interceptors: goms.Interceptors{Rules: map[string]goms.Rule{"goms.v1.GoMsService": {Add: []string{"metrics"}}}}}, true, `interceptors.rules["goms.v1.GoMsService"]: unknown interceptor "metrics"`},
+		{"unknown in rule", goms.Config{Interceptors: goms.Interceptors{Rules: map[string]goms.MethodConfig{"goms.v1.GoMsService": {Add: []string{"metrics"}}}}}, true, `interceptors.rules["goms.v1.GoMsService"]: unknown interceptor "metrics"`},
 		{"duplicate plugin", goms.Config{Plugins: []goms.Plugin{custom, custom}}, true, `two interceptors are named "custom"`},
-		{"plugin named like a builtin", goms.Config{Plugins: []goms.Plugin{orderPlugin{name: goms.InterceptorRecovery}}}, true, `two interceptors are named "recovery"`},
-		{"unknown method", goms.Config{Interceptors: goms.Interceptors{Rules: map[string]goms.Rule{"goms.v1.GoMsService/Nope": {Remove: []string{"accesslog"}}}}}, false, `interceptors.rules["goms.v1.GoMsService/Nope"]: no mounted service has this method`},
-		{"unknown service", goms.Config{Interceptors: goms.Interceptors{Rules: map[string]goms.Rule{"nope.v1.Nope": {Remove: []string{"accesslog"}}}}}, false, `interceptors.rules["nope.v1.Nope"]: no such service is mounted`},
+		{"plugin named like a builtin", goms.Config{Plugins: []goms.Plugin{orderPlugin{name: "recovery"}}}, true, `two interceptors are named "recovery"`},
+		{"unknown method", goms.Config{Interceptors: goms.Interceptors{Rules: map[string]goms.MethodConfig{"goms.v1.GoMsService/Nope": {Remove: []string{"accesslog"}}}}}, false, `interceptors.rules["goms.v1.GoMsService/Nope"]: no mounted service has this method`},
+		{"unknown service", goms.Config{Interceptors: goms.Interceptors{Rules: map[string]goms.MethodConfig{"nope.v1.Nope": {Remove: []string{"accesslog"}}}}}, false, `interceptors.rules["nope.v1.Nope"]: no such service is mounted`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

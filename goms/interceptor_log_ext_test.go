@@ -152,8 +152,8 @@ func TestRequestIDWithoutAccessLog(t *testing.T) {
 	t.Parallel()
 	run := gomstest.Start(t, goms.Config{
 		Listeners: []goms.Listener{{Name: "gateway"}},
-		Interceptors: goms.Interceptors{Rules: map[string]goms.Rule{
-			gomsv1connect.GoMsServiceName: {Remove: []string{goms.InterceptorAccessLog}},
+		Interceptors: goms.Interceptors{Rules: map[string]goms.MethodConfig{
+			gomsv1connect.GoMsServiceName: {Remove: []string{"accesslog"}},
 		}},
 	}, nil)
 	generated := regexp.MustCompile(`^[0-9a-f]{16}$`)

@@ -15,7 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
-// RateLimit bounds the calls to the service or method of a Rule with a
+// RateLimit bounds the calls to the service or method of a MethodConfig with a
 // token bucket (golang.org/x/time/rate): Rate tokens a second, at most
 // Burst saved up. A call beyond it fails at once with
 // CodeResourceExhausted, a google.rpc.RetryInfo detail saying when to
@@ -117,7 +117,7 @@ type rateLimitInterceptor struct {
 	log     *admissionLog
 }
 
-func newRateLimitInterceptor(rules map[string]Rule, log *admissionLog) (*rateLimitInterceptor, error) {
+func newRateLimitInterceptor(rules map[string]MethodConfig, log *admissionLog) (*rateLimitInterceptor, error) {
 	ri := &rateLimitInterceptor{buckets: make(map[string]*bucket), log: log}
 	for key, rule := range rules {
 		if rule.RateLimit.Rate == 0 {
@@ -160,7 +160,7 @@ func (ri *rateLimitInterceptor) check(ctx context.Context, procedure string, pee
 	if ok {
 		return nil
 	}
-	ri.log.event(AdmissionEvent{Procedure: procedure, Kind: AdmissionRateLimited, Reason: reason})
+	ri.log.event(AdmissionEvent{Procedure: procedure, Kind: admissionRateLimited, Reason: reason})
 	return rateLimited(b, wait)
 }
 

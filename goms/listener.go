@@ -133,10 +133,10 @@ type Listener struct {
 	// MinBodyRateGrace is how long a request body may take before
 	// MinBodyRate applies to it. The default is 5s.
 	MinBodyRateGrace time.Duration `yaml:"min_body_rate_grace"`
-	// OpenAPI serves, at OpenAPIPath (/openapi.json), an OpenAPI 3.1
+	// OpenAPI serves, at /openapi.json, an OpenAPI 3.1
 	// document of the unary procedures mounted on the listener (and of
 	// their REST routes when REST is on), built when the server starts,
-	// and at DocsPath (/docs) a page that lists them and calls them. Off
+	// and at /docs a page that lists them and calls them. Off
 	// by default; not for grpc-mode listeners.
 	OpenAPI bool `yaml:"openapi"`
 }

@@ -131,7 +131,7 @@ func TestMountErrors(t *testing.T) {
 			}
 			return s.Mount("/metrics", handler)
 		}, `already mounted on listener "b"`},
-		{"builtin-path", func(s *goms.Server) error { return s.Mount(goms.LivenessPath, handler) }, "already mounted"},
+		{"builtin-path", func(s *goms.Server) error { return s.Mount("/healthz", handler) }, "already mounted"},
 		{"unknown-listener", func(s *goms.Server) error { return s.MountOn([]string{"a", "nope"}, "/metrics", handler) }, `unknown listener "nope" (have "a", "b")`},
 	}
 	for _, c := range cases {

@@ -16,9 +16,9 @@ import (
 	"google.golang.org/protobuf/types/descriptorpb"
 )
 
-// OpenAPIPath is where a listener with Listener.OpenAPI serves the OpenAPI
+// openAPIPath is where a listener with Listener.OpenAPI serves the OpenAPI
 // 3.1 document of what is mounted on it.
-const OpenAPIPath = "/openapi.json"
+const openAPIPath = "/openapi.json"
 
 // openAPIVersion is the version of the OpenAPI specification the document
 // follows.
@@ -37,7 +37,7 @@ func (s *Server) addOpenAPI() error {
 			return fmt.Errorf("goms: listener %q: openapi: %w", l.Name, err)
 		}
 		routes := docsRoutes()
-		routes[OpenAPIPath] = openAPIHandler(doc)
+		routes[openAPIPath] = openAPIHandler(doc)
 		for path, h := range routes {
 			if l.routes.has(path) {
 				return fmt.Errorf("goms: listener %q: openapi: %s is already mounted", l.Name, path)
@@ -52,7 +52,7 @@ func openAPIHandler(doc []byte) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
-			http.Error(w, "method not allowed: "+OpenAPIPath+" answers GET", http.StatusMethodNotAllowed)
+			http.Error(w, "method not allowed: "+openAPIPath+" answers GET", http.StatusMethodNotAllowed)
 			return
 		}
 		h := w.Header()
@@ -131,8 +131,8 @@ func (s *Server) openAPIDocument(l *listener) map[string]any {
 // credentials the Verifier checks.
 func (o *openAPI) security(procedure string) []any {
 	s := o.s
-	if s.auth == nil || s.cfg.Auth.Verifier == nil || !slices.Contains(s.chains.names(procedure), InterceptorAuth) ||
-		s.auth.policy(procedure) != PolicyAuthenticated {
+	if s.auth == nil || s.cfg.Auth.Verifier == nil || !slices.Contains(s.chains.names(procedure), interceptorAuth) ||
+		s.auth.policy(procedure) != policyAuthenticated {
 		return nil
 	}
 	o.secured = true

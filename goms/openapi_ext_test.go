@@ -37,7 +37,7 @@ func TestOpenAPIJSONMapping(t *testing.T) {
 	ts := gomstest.Start(t, goms.Config{Listeners: []goms.Listener{{Name: "h", Mode: goms.ModeHTTP, OpenAPI: true}}}, func(srv *goms.Server) error {
 		return srv.Mount(conformancev1connect.NewConformanceServiceHandler(conformancev1connect.UnimplementedConformanceServiceHandler{}, srv.HandlerOptions()...))
 	})
-	_, raw := getOK(t, gomstest.HTTP1(t), ts.URL("h")+goms.OpenAPIPath)
+	_, raw := getOK(t, gomstest.HTTP1(t), ts.URL("h")+"/openapi.json")
 	doc, err := libopenapi.NewDocument(raw)
 	if err != nil {
 		t.Fatal(err)
@@ -108,7 +108,7 @@ func TestDocsPage(t *testing.T) {
 	t.Parallel()
 	ts := gomstest.Start(t, goms.Config{Listeners: []goms.Listener{{Name: "h", Mode: goms.ModeGateway, OpenAPI: true}}}, nil)
 	client := gomstest.HTTP1(t)
-	_, page := getOK(t, client, ts.URL("h")+goms.DocsPath)
+	_, page := getOK(t, client, ts.URL("h")+"/docs")
 	for _, ref := range []string{`src="docs/docs.js"`, `href="docs/docs.css"`} {
 		if !strings.Contains(string(page), ref) {
 			t.Errorf("page lacks %s:\n%s", ref, page)
@@ -118,11 +118,11 @@ func TestDocsPage(t *testing.T) {
 		t.Errorf("page refers to another origin:\n%s", page)
 	}
 	// Go's client asks for gzip and decompresses transparently.
-	res, js := getOK(t, client, ts.URL("h")+goms.DocsPath+"/docs.js")
+	res, js := getOK(t, client, ts.URL("h")+"/docs"+"/docs.js")
 	if !res.Uncompressed || len(js) < 100_000 || res.Header.Get("Content-Type") != "text/javascript; charset=utf-8" {
 		t.Errorf("docs.js: %d bytes, uncompressed %v, %q", len(js), res.Uncompressed, res.Header.Get("Content-Type"))
 	}
-	req, _ := http.NewRequest(http.MethodGet, ts.URL("h")+goms.DocsPath+"/docs.css", nil)
+	req, _ := http.NewRequest(http.MethodGet, ts.URL("h")+"/docs"+"/docs.css", nil)
 	req.Header.Set("Accept-Encoding", "identity")
 	res, err := client.Do(req)
 	if err != nil {
@@ -144,7 +144,7 @@ func TestOpenAPIConfigErrors(t *testing.T) {
 		t.Errorf("openapi on a grpc listener: %v", err)
 	}
 	srv := gomstest.New(t, goms.Config{Listeners: []goms.Listener{{Name: "h", OpenAPI: true}}})
-	if err := srv.Mount(goms.OpenAPIPath, http.NotFoundHandler()); err != nil {
+	if err := srv.Mount("/openapi.json", http.NotFoundHandler()); err != nil {
 		t.Fatal(err)
 	}
 	err = srv.Listen()

@@ -107,7 +107,7 @@ func TestRemoteFaults(t *testing.T) {
 
 	setFault := func(p *serverProcess, mode string) {
 		t.Helper()
-		res, err := http.Post(p.url(goms.AdminListenerName)+"/fault?mode="+mode, "", nil)
+		res, err := http.Post(p.url("admin")+"/fault?mode="+mode, "", nil)
 		if err != nil {
 			t.Fatalf("fault %s on %s: %v", mode, p.name, err)
 		}

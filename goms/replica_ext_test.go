@@ -205,7 +205,7 @@ func (p *serverProcess) rss(t *testing.T) int64 {
 func (p *serverProcess) admin(t *testing.T, path string) string {
 	t.Helper()
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
-	res, err := client.Get(p.url(goms.AdminListenerName) + path)
+	res, err := client.Get(p.url("admin") + path)
 	if err != nil {
 		t.Fatalf("GET %s: %v", path, err)
 	}

@@ -36,8 +36,8 @@ func startREST(t *testing.T) *gomstest.Running {
 			{Name: "grpc", Mode: goms.ModeGRPC},
 		},
 		Auth: goms.Auth{
-			Default:  goms.PolicyPublic,
-			Policies: map[string]goms.Policy{gomsv1connect.GoMsServiceName + "/Delete": goms.PolicyAuthenticated},
+			Default:  "public",
+			Policies: map[string]string{gomsv1connect.GoMsServiceName + "/Delete": "authenticated"},
 			Verifier: func(_ context.Context, c goms.Credentials) (goms.Identity, error) {
 				if c.Bearer != restToken {
 					return goms.Identity{}, errors.New("wrong token")

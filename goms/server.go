@@ -225,12 +225,12 @@ func New(cfg Config) (_ *Server, err error) {
 		s.listeners = append(s.listeners, newListener(s, lc, tlsConfig))
 	}
 	if cfg.Admin.Addr != "" {
-		lc, _, err := Listener{Name: AdminListenerName, Addr: cfg.Admin.Addr}.check()
+		lc, _, err := Listener{Name: adminListener, Addr: cfg.Admin.Addr}.check()
 		if err != nil {
 			return nil, fmt.Errorf("goms: admin: %w", err)
 		}
-		if s.listener(AdminListenerName) != nil {
-			return nil, fmt.Errorf("goms: listener %q: the name is reserved for the admin listener", AdminListenerName)
+		if s.listener(adminListener) != nil {
+			return nil, fmt.Errorf("goms: listener %q: the name is reserved for the admin listener", adminListener)
 		}
 		l := newListener(s, lc, nil)
 		l.admin = true

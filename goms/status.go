@@ -19,12 +19,12 @@ import (
 )
 
 // Paths of the status page on the admin listener, which also serves it at
-// "/" unless an AdminPlugin serves that path. StatusJSONPath serves the
+// "/" unless an AdminPlugin serves that path; statusJSONPath serves the
 // document the page shows, which docs/observability.md describes field by
 // field; its fields are only ever added to.
 const (
-	StatusPath     = "/status"
-	StatusJSONPath = "/status.json"
+	statusPath     = "/status"
+	statusJSONPath = "/status.json"
 )
 
 // CallTotals are the counts, since a process started, of the calls of one
@@ -217,7 +217,7 @@ func (st *statusBoard) recentErrors() []errorRecord {
 	return out
 }
 
-// statusDoc is the document served at StatusJSONPath.
+// statusDoc is the document served at statusJSONPath.
 type statusDoc struct {
 	Time      time.Time        `json:"time"`
 	Process   processStatus    `json:"process"`
@@ -557,10 +557,10 @@ func (st *statusBoard) routes() map[string]http.Handler {
 	html := page("index.html", "text/html; charset=utf-8")
 	return map[string]http.Handler{
 		"/":                 html,
-		StatusPath:          html,
-		StatusPath + ".js":  page("status.js", "text/javascript; charset=utf-8"),
-		StatusPath + ".css": page("status.css", "text/css; charset=utf-8"),
-		StatusJSONPath: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		statusPath:          html,
+		statusPath + ".js":  page("status.js", "text/javascript; charset=utf-8"),
+		statusPath + ".css": page("status.css", "text/css; charset=utf-8"),
+		statusJSONPath: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if !getOrHead(w, r) {
 				return
 			}

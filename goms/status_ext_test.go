@@ -102,7 +102,7 @@ type methodStatus struct {
 
 func getStatus(t *testing.T, admin string) (statusDoc, []byte) {
 	t.Helper()
-	res, err := http.Get("http://" + admin + goms.StatusJSONPath)
+	res, err := http.Get("http://" + admin + "/status.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,13 +112,13 @@ func getStatus(t *testing.T, admin string) (statusDoc, []byte) {
 		t.Fatal(err)
 	}
 	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "application/json" {
-		t.Fatalf("GET %s: %s, Content-Type %q: %s", goms.StatusJSONPath, res.Status, res.Header.Get("Content-Type"), body)
+		t.Fatalf("GET %s: %s, Content-Type %q: %s", "/status.json", res.Status, res.Header.Get("Content-Type"), body)
 	}
 	var doc statusDoc
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&doc); err != nil {
-		t.Fatalf("decoding %s: %v\n%s", goms.StatusJSONPath, err, body)
+		t.Fatalf("decoding %s: %v\n%s", "/status.json", err, body)
 	}
 	return doc, body
 }
@@ -152,11 +152,11 @@ func TestStatusJSON(t *testing.T) {
 		Services:  []string{childv1connect.ChildServiceName},
 		Remotes:   []goms.Remote{{Name: "goms", Service: gomsv1connect.GoMsServiceName, Targets: []string{parent.Addr("grpc")}}},
 		Plugins:   []goms.Plugin{metrics},
-		Interceptors: goms.Interceptors{Rules: map[string]goms.Rule{
+		Interceptors: goms.Interceptors{Rules: map[string]goms.MethodConfig{
 			childv1connect.ChildServiceName + "/List": {RateLimit: goms.RateLimit{Rate: 1, Burst: 1}},
 		}},
 	}, nil)
-	admin := child.Addr(goms.AdminListenerName)
+	admin := child.Addr("admin")
 
 	ctx := t.Context()
 	parents := gomsv1connect.NewGoMsServiceClient(gomstest.H2C(t), "http://"+parent.Addr("grpc"), connect.WithGRPC())
@@ -216,7 +216,7 @@ func TestStatusJSON(t *testing.T) {
 		gw.TLS || gw.Admin || gw.Connections < 1 || gw.InFlight == nil || *gw.InFlight != 0 {
 		t.Errorf("gateway listener: %+v", gw)
 	}
-	if adm.Name != goms.AdminListenerName || adm.Address != admin || !adm.Admin || adm.Connections < 1 || adm.InFlight != nil {
+	if adm.Name != "admin" || adm.Address != admin || !adm.Admin || adm.Connections < 1 || adm.InFlight != nil {
 		t.Errorf("admin listener: %+v", adm)
 	}
 
@@ -304,13 +304,13 @@ func TestStatusPage(t *testing.T) {
 	t.Parallel()
 	on := gomstest.Start(t, goms.Config{Listeners: []goms.Listener{{Name: "gateway"}}, Admin: goms.Admin{Addr: "127.0.0.1:0"}}, nil)
 	for path, want := range map[string]string{
-		"/":                      `<script src="status.js"`,
-		goms.StatusPath:          `<script src="status.js"`,
-		goms.StatusPath + ".js":  "status.json",
-		goms.StatusPath + ".css": "font",
-		goms.StatusJSONPath:      `"listeners"`,
+		"/":                `<script src="status.js"`,
+		"/status":          `<script src="status.js"`,
+		"/status" + ".js":  "status.json",
+		"/status" + ".css": "font",
+		"/status.json":     `"listeners"`,
 	} {
-		res, err := http.Get("http://" + on.Addr(goms.AdminListenerName) + path)
+		res, err := http.Get("http://" + on.Addr("admin") + path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -321,29 +321,29 @@ func TestStatusPage(t *testing.T) {
 			t.Errorf("GET %s: %s, CSP %q, body without %q", path, res.Status, res.Header.Get("Content-Security-Policy"), want)
 		}
 	}
-	res, err := http.Post("http://"+on.Addr(goms.AdminListenerName)+goms.StatusJSONPath, "application/json", nil)
+	res, err := http.Post("http://"+on.Addr("admin")+"/status.json", "application/json", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	res.Body.Close()
 	if res.StatusCode != http.StatusMethodNotAllowed {
-		t.Errorf("POST %s: %s", goms.StatusJSONPath, res.Status)
+		t.Errorf("POST %s: %s", "/status.json", res.Status)
 	}
 	// The page's rates need a CallReporter; without one it says so.
-	if doc, _ := getStatus(t, on.Addr(goms.AdminListenerName)); doc.CallStats {
+	if doc, _ := getStatus(t, on.Addr("admin")); doc.CallStats {
 		t.Error("call_stats without a metrics plugin")
 	}
 	// Not on the service listeners.
-	res, err = http.Get("http://" + on.Addr("gateway") + goms.StatusJSONPath)
+	res, err = http.Get("http://" + on.Addr("gateway") + "/status.json")
 	if err != nil {
 		t.Fatal(err)
 	}
 	res.Body.Close()
 	if res.StatusCode != http.StatusNotFound {
-		t.Errorf("GET %s on the gateway listener: %s", goms.StatusJSONPath, res.Status)
+		t.Errorf("GET %s on the gateway listener: %s", "/status.json", res.Status)
 	}
 
-	cfg, err := goms.LoadConfig([]byte("listeners: [{name: gateway}]"), "", nil, []string{"admin.address=127.0.0.1:0", "admin.disable_status=true"})
+	cfg, err := goms.LoadConfig([]byte("listeners: [{name: gateway}]"), "", "admin.address=127.0.0.1:0", "admin.disable_status=true")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,8 +351,8 @@ func TestStatusPage(t *testing.T) {
 		t.Fatal("admin.disable_status=true did not set Admin.DisableStatus")
 	}
 	off := gomstest.Start(t, cfg, nil)
-	for _, path := range []string{"/", goms.StatusPath, goms.StatusJSONPath} {
-		res, err := http.Get("http://" + off.Addr(goms.AdminListenerName) + path)
+	for _, path := range []string{"/", "/status", "/status.json"} {
+		res, err := http.Get("http://" + off.Addr("admin") + path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -402,7 +402,7 @@ func BenchmarkStatusPage(b *testing.B) {
 						case <-stop:
 							return
 						case <-t.C:
-							if res, err := http.Get("http://" + srv.Addr(goms.AdminListenerName) + goms.StatusJSONPath); err == nil {
+							if res, err := http.Get("http://" + srv.Addr("admin") + "/status.json"); err == nil {
 								_, _ = io.Copy(io.Discard, res.Body)
 								res.Body.Close()
 							}
@@ -434,7 +434,7 @@ func TestStatusInFlight(t *testing.T) {
 		Listeners: []goms.Listener{{Name: "gateway", MaxInFlight: 10}},
 		Admin:     goms.Admin{Addr: "127.0.0.1:0"},
 	}, nil)
-	admin := run.Addr(goms.AdminListenerName)
+	admin := run.Addr("admin")
 	gateway := func() (inFlight, conns int64) {
 		doc, _ := getStatus(t, admin)
 		for _, l := range doc.Listeners {

@@ -258,12 +258,36 @@ func (m *manifests) component(t *testing.T, name string) *component {
 	if err := os.WriteFile(file, []byte(c.configMap.Data[c.configKey]), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := goms.LoadConfig(nil, file, m.containerEnv(t, d), nil)
+	cfg, err := loadConfig(nil, file, m.containerEnv(t, d))
 	if err != nil {
 		t.Fatalf("Deployment %q: ConfigMap %q key %q: %v", name, c.configMap.Name, c.configKey, err)
 	}
 	c.config = cfg
 	return c
+}
+
+// envMu serializes the loads of loadConfig: goms.LoadConfig reads the
+// GOMS_* variables of the process, which loadConfig sets for the time of a
+// load, and the tests that load run in parallel.
+var envMu sync.Mutex
+
+// loadConfig is goms.LoadConfig with env (as os.Environ returns it) in the
+// process's environment for the time of the load.
+func loadConfig(defaults []byte, path string, env []string) (goms.Config, error) {
+	envMu.Lock()
+	defer envMu.Unlock()
+	for _, kv := range env {
+		name, value, _ := strings.Cut(kv, "=")
+		if old, ok := os.LookupEnv(name); ok {
+			defer os.Setenv(name, old)
+		} else {
+			defer os.Unsetenv(name)
+		}
+		if err := os.Setenv(name, value); err != nil {
+			return goms.Config{}, err
+		}
+	}
+	return goms.LoadConfig(defaults, path)
 }
 
 // configArg returns the file the -config flag names.
@@ -383,13 +407,13 @@ func serviceLinkEnv(s *corev1.Service, ip string) []string {
 }
 
 // listenerPorts maps each port the configuration listens on to its
-// listener; the admin listener is named goms.AdminListenerName.
+// listener; the admin listener is named "admin".
 func listenerPorts(t *testing.T, cfg goms.Config) map[int32]goms.Listener {
 	t.Helper()
 	ports := make(map[int32]goms.Listener)
 	all := slices.Clone(cfg.Listeners)
 	if cfg.Admin.Addr != "" {
-		all = append(all, goms.Listener{Name: goms.AdminListenerName, Addr: cfg.Admin.Addr})
+		all = append(all, goms.Listener{Name: "admin", Addr: cfg.Admin.Addr})
 	}
 	for _, l := range all {
 		_, p, err := net.SplitHostPort(l.Addr)
@@ -533,7 +557,7 @@ func TestDeployments(t *testing.T) {
 				switch {
 				case !ok:
 					t.Errorf("%s: port %d: goms listens on none such (%v)", probe.kind, g.Port, slices.Sorted(maps.Keys(ports)))
-				case l.Name == goms.AdminListenerName:
+				case l.Name == "admin":
 					t.Errorf("%s: port %d is the admin listener's; probe the one that takes the traffic", probe.kind, g.Port)
 				case l.Mode == goms.ModeHTTP:
 					t.Errorf("%s: listener %q (mode http) does not serve gRPC", probe.kind, l.Name)
@@ -708,7 +732,7 @@ func TestServices(t *testing.T) {
 					t.Errorf("port %q: container port %d: goms listens on none such", sp.Name, cp.ContainerPort)
 					continue
 				}
-				if l.Name == goms.AdminListenerName {
+				if l.Name == "admin" {
 					t.Errorf("port %q: the admin listener (metrics, pprof) is no service port", sp.Name)
 				}
 				// A headless Service's clients dial the pods, at the
@@ -798,7 +822,7 @@ func TestRemotes(t *testing.T) {
 				switch {
 				case !ok:
 					t.Errorf("target %q: Deployment %q listens on no port %s", target, tt.to, port)
-				case l.Name == goms.AdminListenerName:
+				case l.Name == "admin":
 					t.Errorf("target %q: port %s is Deployment %q's admin listener", target, port, tt.to)
 				case tt.exposed && l.Mode != goms.ModeGateway && l.Mode != "":
 					t.Errorf("target %q: listener %q has mode %s; an edge forwards every protocol, which gateway mode takes", target, l.Name, l.Mode)
@@ -936,7 +960,7 @@ func stringValue(p *string) string {
 
 // TestServiceLinksBreakConfig shows why every pod sets
 // enableServiceLinks: false: the variables the kubelet would set for a
-// Service named goms with a cluster IP start with goms.EnvPrefix, and
+// Service named goms with a cluster IP start with "GOMS_", and
 // goms.LoadConfig refuses them as unknown keys.
 func TestServiceLinksBreakConfig(t *testing.T) {
 	t.Parallel()
@@ -945,10 +969,10 @@ func TestServiceLinksBreakConfig(t *testing.T) {
 		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "grpc", Port: 42101}}},
 	}
 	env := serviceLinkEnv(svc, "10.96.0.10")
-	if !slices.ContainsFunc(env, func(e string) bool { return strings.HasPrefix(e, goms.EnvPrefix) }) {
-		t.Fatalf("service links %v: none starts with %s", env, goms.EnvPrefix)
+	if !slices.ContainsFunc(env, func(e string) bool { return strings.HasPrefix(e, "GOMS_") }) {
+		t.Fatalf("service links %v: none starts with %s", env, "GOMS_")
 	}
-	_, err := goms.LoadConfig([]byte("listeners: [{name: gateway, address: ':42101'}]"), "", env, nil)
+	_, err := loadConfig([]byte("listeners: [{name: gateway, address: ':42101'}]"), "", env)
 	if err == nil || !strings.Contains(err.Error(), "unknown key") {
 		t.Fatalf("LoadConfig with service links: %v, want an unknown key", err)
 	}

@@ -255,7 +255,7 @@ func startObserved(t *testing.T, cfg goms.Config, mount func(*goms.Server) error
 		t.Fatal(err)
 	}
 	run := gomstest.Serve(t, srv)
-	return run, run.Addr(goms.AdminListenerName)
+	return run, run.Addr("admin")
 }
 
 // exportedMetrics starts a goms service, a child service that calls it
@@ -272,7 +272,7 @@ func exportedMetrics(t *testing.T) (names, families map[string]bool) {
 	child, childAdmin := startObserved(t, goms.Config{
 		Listeners: []goms.Listener{{Name: "grpc", Mode: goms.ModeGRPC}},
 		Remotes:   []goms.Remote{{Name: "goms", Service: gomsv1connect.GoMsServiceName, Targets: []string{parent.Addr("grpc")}}},
-		Interceptors: goms.Interceptors{Rules: map[string]goms.Rule{
+		Interceptors: goms.Interceptors{Rules: map[string]goms.MethodConfig{
 			childv1connect.ChildServiceName + "/List": {RateLimit: goms.RateLimit{Rate: 1, Burst: 1}},
 		}},
 	}, func(srv *goms.Server) error {

@@ -39,7 +39,7 @@ func run(configFile string, set []string) error {
 	if configFile == "" {
 		return fmt.Errorf("-config is required: one of the YAML files in examples/distributed")
 	}
-	cfg, err := goms.LoadConfig(nil, configFile, os.Environ(), set)
+	cfg, err := goms.LoadConfig(nil, configFile, set...)
 	if err != nil {
 		return err
 	}

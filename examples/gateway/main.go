@@ -58,7 +58,7 @@ func main() {
 			overrides = append(overrides, "listeners.http.address="+net.JoinHostPort(*httpHost, strconv.Itoa(*httpPort)))
 		}
 	})
-	cfg, err := goms.LoadConfig([]byte(defaults), *configFile, os.Environ(), append(set, overrides...))
+	cfg, err := goms.LoadConfig([]byte(defaults), *configFile, append(set, overrides...)...)
 	if err == nil && *single != "" {
 		cfg.Listeners = []goms.Listener{{Name: "gateway", Addr: *single, Mode: goms.ModeGateway, REST: true, OpenAPI: true}}
 	}

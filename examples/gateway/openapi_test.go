@@ -35,11 +35,11 @@ func startExample(t *testing.T, set ...string) *gomstest.Server {
 	t.Helper()
 	t.Setenv("EXAMPLE_API_TOKEN", testToken)
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
-	cfg, err := goms.LoadConfig([]byte(defaults), "", nil, append([]string{
+	cfg, err := goms.LoadConfig([]byte(defaults), "", append([]string{
 		"listeners.grpc.address=127.0.0.1:0",
 		"listeners.http.address=127.0.0.1:0",
 		"admin.address=127.0.0.1:0",
-	}, set...))
+	}, set...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,14 +60,14 @@ func TestOpenAPI(t *testing.T) {
 	ts := startExample(t)
 	base := ts.URL("http")
 	client := gomstest.HTTP1(t)
-	res, err := client.Get(base + goms.OpenAPIPath)
+	res, err := client.Get(base + "/openapi.json")
 	if err != nil {
 		t.Fatal(err)
 	}
 	raw, _ := io.ReadAll(res.Body)
 	res.Body.Close()
 	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "application/json" {
-		t.Fatalf("GET %s: %s %q", goms.OpenAPIPath, res.Status, res.Header.Get("Content-Type"))
+		t.Fatalf("GET %s: %s %q", "/openapi.json", res.Status, res.Header.Get("Content-Type"))
 	}
 	doc, err := libopenapi.NewDocument(raw)
 	if err != nil {

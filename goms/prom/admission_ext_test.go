@@ -27,7 +27,7 @@ func TestAdmissionMetrics(t *testing.T) {
 		Listeners: []goms.Listener{{Name: "gateway", AdaptiveLimit: goms.AdaptiveLimit{Max: 300}}},
 		Admin:     goms.Admin{Addr: "127.0.0.1:0"},
 		Plugins:   []goms.Plugin{metrics},
-		Interceptors: goms.Interceptors{Rules: map[string]goms.Rule{
+		Interceptors: goms.Interceptors{Rules: map[string]goms.MethodConfig{
 			gomsv1connect.GoMsServiceName + "/List": {Timeout: time.Second, MaxTimeout: 2 * time.Second},
 			gomsv1connect.GoMsServiceName + "/Get":  {RateLimit: goms.RateLimit{Rate: 0.1, Burst: 1}},
 		}},
@@ -48,7 +48,7 @@ func TestAdmissionMetrics(t *testing.T) {
 	for range 3 { // one let through (not found), two refused
 		_, _ = client.Get(t.Context(), connect.NewRequest(&gomsv1.GetRequest{Id: "0123456789abcdef"}))
 	}
-	families := scrape(t, run.URL(goms.AdminListenerName)+prom.MetricsPath)
+	families := scrape(t, run.URL("admin")+prom.MetricsPath)
 	labels := func(method, decision, reason string) map[string]string {
 		return map[string]string{"service": gomsv1connect.GoMsServiceName, "method": method, "decision": decision, "reason": reason}
 	}

@@ -146,8 +146,8 @@ func registerAll(reg prometheus.Registerer, cs ...prometheus.Collector) error {
 	return nil
 }
 
-// Name returns goms.InterceptorMetrics.
-func (m *Metrics) Name() string { return goms.InterceptorMetrics }
+// Name returns "metrics".
+func (m *Metrics) Name() string { return "metrics" }
 
 // Interceptor returns the interceptor that records the calls of handlers.
 func (m *Metrics) Interceptor() connect.Interceptor { return m.server }

@@ -101,7 +101,7 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 
-	families := scrape(t, "http://"+run.Addr(goms.AdminListenerName)+prom.MetricsPath)
+	families := scrape(t, "http://"+run.Addr("admin")+prom.MetricsPath)
 	for _, p := range protocols {
 		labels := map[string]string{"service": "goms.v1.GoMsService", "protocol": p.name}
 		with := func(kv ...string) map[string]string {
@@ -242,7 +242,7 @@ func TestNewWithRegistry(t *testing.T) {
 	if _, err := prom.New(prom.WithRegistry(m.Registry())); err == nil {
 		t.Error("registering the goms metrics twice on one registry did not fail")
 	}
-	if m.Name() != goms.InterceptorMetrics {
+	if m.Name() != "metrics" {
 		t.Errorf("Name() = %q", m.Name())
 	}
 }

@@ -41,7 +41,7 @@ func TestObserveRemotes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	res, err := gomstest.HTTP1(t).Get(caller.URL(goms.AdminListenerName) + prom.MetricsPath)
+	res, err := gomstest.HTTP1(t).Get(caller.URL("admin") + prom.MetricsPath)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -106,7 +106,7 @@ func (c Config) protocol() (string, error) {
 }
 
 // Tracing is the tracing plugin, a goms.ClientPlugin named
-// goms.InterceptorTracing. Create it with New.
+// "tracing". Create it with New.
 type Tracing struct {
 	provider    trace.TracerProvider
 	sdk         *sdktrace.TracerProvider // the provider New made, if any
@@ -258,8 +258,8 @@ func newProvider(ctx context.Context, cfg Config, protocol string) (*sdktrace.Tr
 	return sdktrace.NewTracerProvider(opts...), nil
 }
 
-// Name returns goms.InterceptorTracing.
-func (t *Tracing) Name() string { return goms.InterceptorTracing }
+// Name returns "tracing".
+func (t *Tracing) Name() string { return "tracing" }
 
 // Interceptor returns the interceptor that makes the server spans.
 func (t *Tracing) Interceptor() connect.Interceptor { return t.server }

@@ -22,7 +22,7 @@ import (
 )
 
 // Validation is the validation plugin, a goms.Plugin named
-// goms.InterceptorValidate. Create it with New.
+// "validate". Create it with New.
 type Validation struct {
 	interceptor *connectvalidate.Interceptor
 }
@@ -62,8 +62,8 @@ func New(opts ...Option) *Validation {
 	return &Validation{interceptor: connectvalidate.NewInterceptor(vopts...)}
 }
 
-// Name returns goms.InterceptorValidate.
-func (v *Validation) Name() string { return goms.InterceptorValidate }
+// Name returns "validate".
+func (v *Validation) Name() string { return "validate" }
 
 // Interceptor returns the interceptor that validates requests.
 func (v *Validation) Interceptor() connect.Interceptor { return v.interceptor }

@@ -98,10 +98,10 @@ func configureExample(ctx context.Context, cfg *goms.Config, _ *admin.Hello) (cl
 	cfg.Log.AccessLevel = &info
 	token := os.Getenv(tokenEnv)
 	cfg.Auth = goms.Auth{
-		Default: goms.PolicyPublic,
-		Policies: map[string]goms.Policy{
-			gomsv1connect.GoMsServiceName + "/Delete":   goms.PolicyAuthenticated,
-			childv1connect.ChildServiceName + "/Delete": goms.PolicyAuthenticated,
+		Default: "public",
+		Policies: map[string]string{
+			gomsv1connect.GoMsServiceName + "/Delete":   "authenticated",
+			childv1connect.ChildServiceName + "/Delete": "authenticated",
 		},
 		Verifier: func(_ context.Context, c goms.Credentials) (goms.Identity, error) {
 			if token == "" || subtle.ConstantTimeCompare([]byte(c.Bearer), []byte(token)) != 1 {

@@ -78,7 +78,7 @@ func run(logger *slog.Logger, sleep, cpu time.Duration, adaptive bool) error {
 	if err := srv.Listen(); err != nil {
 		return err
 	}
-	addrs := map[string]string{"rpc": srv.Addr("rpc").String(), "admin": srv.Addr(goms.AdminListenerName).String()}
+	addrs := map[string]string{"rpc": srv.Addr("rpc").String(), "admin": srv.Addr("admin").String()}
 	if err := json.NewEncoder(os.Stdout).Encode(addrs); err != nil {
 		_ = srv.Close()
 		return fmt.Errorf("writing the addresses: %w", err)

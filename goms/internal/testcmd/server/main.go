@@ -94,14 +94,14 @@ func run(cfg goms.Config, createDelay time.Duration, noService bool) error {
 			return err
 		}
 	}
-	if err := srv.MountOn([]string{goms.AdminListenerName}, "/fault", &f); err != nil {
+	if err := srv.MountOn([]string{"admin"}, "/fault", &f); err != nil {
 		return err
 	}
 	if err := srv.Listen(); err != nil {
 		return err
 	}
 	addrs := make(map[string]string)
-	for _, name := range []string{"grpc", "grpc-nethttp", "http", goms.AdminListenerName} {
+	for _, name := range []string{"grpc", "grpc-nethttp", "http", "admin"} {
 		addrs[name] = srv.Addr(name).String()
 	}
 	if err := json.NewEncoder(os.Stdout).Encode(addrs); err != nil {
