@@ -14,8 +14,8 @@ const adminListener = "admin"
 // page, the routes of admin plugins such as /metrics, and optionally
 // pprof, and none of the mounted services (unless MountOn names it).
 type Admin struct {
-	// Addr is the listener's address; empty means no admin listener.
-	// "127.0.0.1:4242", the original GoMs exporter's, is the usual choice.
+	// Addr is the listener's address, such as "127.0.0.1:4242"; empty
+	// means no admin listener.
 	Addr string `yaml:"address"`
 	// Pprof serves net/http/pprof under /debug/pprof/. Off by default:
 	// profiles reveal a lot about a process.
@@ -27,23 +27,25 @@ type Admin struct {
 	DisableStatus bool `yaml:"disable_status"`
 }
 
-// adminRoutes returns the plain routes of the admin listener.
-func (s *Server) adminRoutes() map[string]http.Handler {
+// adminRoutes returns the plain routes of the admin listener: the status
+// page (unless status is nil), those of AdminPlugins, and pprof's when
+// asked.
+func adminRoutes(status *statusBoard, plugins []Plugin, withPprof bool) map[string]http.Handler {
 	routes := make(map[string]http.Handler)
 	// The status page first: routes of admin plugins win over it.
-	if s.status != nil {
-		for path, h := range s.status.routes() {
+	if status != nil {
+		for path, h := range status.routes() {
 			routes[path] = h
 		}
 	}
-	for _, p := range s.cfg.Plugins {
+	for _, p := range plugins {
 		if ap, ok := p.(AdminPlugin); ok {
 			for path, h := range ap.AdminRoutes() {
 				routes[path] = h
 			}
 		}
 	}
-	if s.cfg.Admin.Pprof {
+	if withPprof {
 		routes["/debug/pprof/"] = http.HandlerFunc(pprof.Index)
 		routes["/debug/pprof/cmdline"] = http.HandlerFunc(pprof.Cmdline)
 		routes["/debug/pprof/profile"] = http.HandlerFunc(pprof.Profile)

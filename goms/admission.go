@@ -7,7 +7,6 @@ import (
 	"math"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -330,7 +329,8 @@ func methodDescriptor(service, method string) protoreflect.MethodDescriptor {
 // health checks must answer while the listener sheds load, and reflection
 // is how operators look at it.
 func exemptFromLimit(path string) bool {
-	return strings.HasPrefix(path, "/grpc.health.v1.") || strings.HasPrefix(path, "/grpc.reflection.")
+	service, _ := splitProcedure(path)
+	return builtinService(service)
 }
 
 // ticket is an admitted call: leave gives back what admit took.

@@ -13,11 +13,6 @@ import (
 	"golang.org/x/net/http2/hpack"
 )
 
-// Engine is the HTTP/2 implementation that serves a listener's gRPC
-// connections. The handlers, routes and interceptors are the same with
-// either engine; only the speed differs.
-type Engine string
-
 const (
 	// EngineNetHTTP serves every connection with net/http. It is the only
 	// engine of http and gateway listeners.
@@ -42,12 +37,12 @@ const http2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 // gRPC engine when the window closes.
 const sniffWindow = 25 * time.Millisecond
 
-// route reads the start of a connection and reports whether it belongs to
+// sniff reads the start of a connection and reports whether it belongs to
 // the gRPC engine. It returns the bytes read, which the chosen server must
 // see first. It returns an error when the connection ends, or deadline
 // passes, before its first bytes tell HTTP/2 from HTTP/1.x: the caller
 // closes such a connection rather than let another server wait again.
-func route(c net.Conn, deadline time.Time) (grpc bool, seen []byte, err error) {
+func sniff(c net.Conn, deadline time.Time) (grpc bool, seen []byte, err error) {
 	rec := &recordingReader{r: c}
 	if err := c.SetReadDeadline(deadline); err != nil {
 		return false, nil, err

@@ -159,7 +159,7 @@ func (e *grpcEngine) dispatch(c net.Conn, accepted time.Time) {
 			return
 		}
 	}
-	isGRPC, seen, err := route(g, deadline)
+	isGRPC, seen, err := sniff(g, deadline)
 	if err != nil || g.tripped.Load() {
 		_ = g.Close()
 		return

@@ -51,7 +51,7 @@ func routeBytes(t testing.TB, data []byte) (bool, []byte, error) {
 	defer client.Close()
 	defer server.Close()
 	go func() { _, _ = client.Write(data) }()
-	return route(server, time.Now().Add(time.Second))
+	return sniff(server, time.Now().Add(time.Second))
 }
 
 func TestRoute(t *testing.T) {
@@ -98,7 +98,7 @@ func TestRouteTimesOutSilentConnections(t *testing.T) {
 	defer client.Close()
 	defer server.Close()
 	start := time.Now()
-	_, seen, err := route(server, time.Now().Add(50*time.Millisecond))
+	_, seen, err := sniff(server, time.Now().Add(50*time.Millisecond))
 	if err == nil || len(seen) != 0 {
 		t.Fatalf("route on a silent connection = %q, %v; want a timeout and nothing read", seen, err)
 	}
@@ -127,7 +127,7 @@ func FuzzRoute(f *testing.F) {
 		defer server.Close()
 		go func() { _, _ = client.Write(data) }()
 		g := newGuardedConn(server, nil, maxBlock)
-		_, seen, _ := route(g, time.Now().Add(20*time.Millisecond))
+		_, seen, _ := sniff(g, time.Now().Add(20*time.Millisecond))
 		if !bytes.HasPrefix(data, seen) {
 			t.Fatalf("route returned %q, not a prefix of the input", seen)
 		}

@@ -1,10 +1,12 @@
 package goms
 
 import (
-	"fmt"
 	"net/http"
+	"slices"
+	"sync/atomic"
 
 	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
 )
 
 // Paths of the plain HTTP probes every listener serves, for load balancers
@@ -18,59 +20,40 @@ const (
 	readinessPath = "/readyz"
 )
 
-// addBuiltins mounts health checking and the probes on every listener,
-// the admin routes on the admin listener, reflection where
-// Config.Reflection allows it, and builds the REST routes and OpenAPI
-// documents of the listeners that serve them. Called with s.mu held, once
-// all user mounts are known.
-func (s *Server) addBuiltins() error {
-	healthPath, healthHandler := grpchealth.NewHandler(s.health, s.handlerOpts...)
-	probes := map[string]http.Handler{
-		livenessPath:  http.HandlerFunc(liveness),
-		readinessPath: http.HandlerFunc(s.readiness),
-		healthPath:    healthHandler,
-	}
-	for _, l := range s.listeners {
-		for path, h := range probes {
-			if err := s.mountLocked([]string{l.Name}, path, h); err != nil {
-				return err
-			}
-		}
-		if !l.admin {
-			continue
-		}
-		for path, h := range s.adminRoutes() {
-			// Admin routes are plain paths, "/debug/pprof/" included.
-			if l.routes.has(path) {
-				return fmt.Errorf("goms: admin route %q: already mounted", path)
-			}
-			l.routes.add(path, "", h)
-		}
-	}
-	if err := s.addReflection(); err != nil {
-		return err
-	}
-	if err := s.addREST(); err != nil {
-		return err
-	}
-	return s.addOpenAPI()
+// builtinServices are the RPC services goms mounts itself: health checking
+// and reflection. Their calls are never shed, stay out of access logs by
+// default, and are left out of the OpenAPI document.
+var builtinServices = []string{
+	grpchealth.HealthV1ServiceName,
+	grpcreflect.ReflectV1ServiceName,
+	grpcreflect.ReflectV1AlphaServiceName,
 }
 
-func liveness(w http.ResponseWriter, r *http.Request) {
-	probe(w, r, http.StatusOK, "ok\n")
+// builtinService reports whether goms mounts the service itself.
+func builtinService(name string) bool {
+	return slices.Contains(builtinServices, name)
 }
 
-func (s *Server) readiness(w http.ResponseWriter, r *http.Request) {
-	if !s.ready.Load() {
-		probe(w, r, http.StatusServiceUnavailable, "not ready\n")
-		return
+// probeRoutes returns the handlers of the probes: readiness follows ready
+// (set while the server serves) and the server's status in checker.
+func probeRoutes(ready *atomic.Bool, checker *grpchealth.StaticChecker) map[string]http.Handler {
+	return map[string]http.Handler{
+		livenessPath: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			probe(w, r, http.StatusOK, "ok\n")
+		}),
+		readinessPath: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !ready.Load() {
+				probe(w, r, http.StatusServiceUnavailable, "not ready\n")
+				return
+			}
+			res, err := checker.Check(r.Context(), &grpchealth.CheckRequest{})
+			if err != nil || res.Status != grpchealth.StatusServing {
+				probe(w, r, http.StatusServiceUnavailable, "not ready\n")
+				return
+			}
+			probe(w, r, http.StatusOK, "ready\n")
+		}),
 	}
-	res, err := s.health.Check(r.Context(), &grpchealth.CheckRequest{})
-	if err != nil || res.Status != grpchealth.StatusServing {
-		probe(w, r, http.StatusServiceUnavailable, "not ready\n")
-		return
-	}
-	probe(w, r, http.StatusOK, "ready\n")
 }
 
 func probe(w http.ResponseWriter, r *http.Request, status int, body string) {

@@ -18,13 +18,11 @@ import (
 	"connectrpc.com/connect"
 )
 
-// Mode says which RPC protocols a listener accepts. The original GoMs ran a
-// gRPC server and an HTTP gateway on two ports; in goms they are two modes
-// of the same kind of listener.
+// Mode says which RPC protocols a listener accepts.
 type Mode string
 
 const (
-	// ModeGRPC accepts gRPC only, like the original GoMs gRPC server.
+	// ModeGRPC accepts gRPC only.
 	ModeGRPC Mode = "grpc"
 	// ModeHTTP accepts the Connect protocol (JSON and binary, unary GET
 	// requests included) and gRPC-Web, the protocols browsers and curl use.
@@ -59,6 +57,11 @@ func (m Mode) protocols() string {
 		return "gRPC, gRPC-Web and Connect"
 	}
 }
+
+// Engine is the HTTP/2 implementation that serves a listener's gRPC
+// connections. The handlers, routes and interceptors are the same with
+// either engine; only the speed differs.
+type Engine string
 
 // Listener describes one address goms listens on. The zero Mode is
 // ModeGateway.
@@ -274,13 +277,16 @@ func (l Listener) serverTLSConfig() (*tls.Config, error) {
 type listener struct {
 	Listener
 	tlsConfig *tls.Config
-	routes    routes
+	mux       mux
 	http      *http.Server
 	grpc      *grpcEngine // nil unless Engine is EngineGRPC
 	// workers run the net/http server's HTTP/2 requests.
 	workers *workers
 	admin   bool // the admin listener
 	ln      net.Listener
+	// bound is the address ln is bound to, for readers without the
+	// server's lock.
+	bound atomic.Pointer[string]
 	// conns counts the listener's open connections, for the status page.
 	conns atomic.Int64
 	// maxHeaderBlock is the most bytes one HTTP/2 header block may hold
@@ -291,7 +297,7 @@ type listener struct {
 	rejections [protocolConnect + 1]*connect.Error
 	// admission decides which calls run, and until when.
 	admission *admission
-	// cors answers preflights and adds CORS headers before route runs;
+	// cors answers preflights and adds CORS headers before handle runs;
 	// nil unless CORS allows an origin.
 	cors http.Handler
 	// rest serves the REST routes of the mounted services; nil unless
@@ -300,13 +306,13 @@ type listener struct {
 }
 
 func newListener(s *Server, cfg Listener, tlsConfig *tls.Config) *listener {
-	l := &listener{Listener: cfg, tlsConfig: tlsConfig, routes: newRoutes(),
+	l := &listener{Listener: cfg, tlsConfig: tlsConfig, mux: newMux(),
 		maxHeaderBlock: s.cfg.MaxHeaderBytes + headerBlockSlack}
 	l.admission = newAdmission(cfg.Name, cfg, s.cfg.Interceptors.Rules, s.admissionLog)
 	for p := range l.rejections {
 		l.rejections[p] = rejection(cfg.Name, cfg.Mode, protocol(p))
 	}
-	l.cors = cfg.CORS.handler(cfg.REST, http.HandlerFunc(l.route))
+	l.cors = cfg.CORS.handler(cfg.REST, http.HandlerFunc(l.handle))
 	l.workers = newWorkers()
 	l.http = l.newHTTPServer(s)
 	if cfg.Engine == EngineGRPC {
@@ -405,21 +411,21 @@ func (h httpServerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // ServeHTTP routes one request: CORS first, when configured, so that
-// preflights never meet the protocol filter; then route.
+// preflights never meet the protocol filter; then handle.
 func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if l.cors != nil {
 		l.cors.ServeHTTP(w, r)
 		return
 	}
-	l.route(w, r)
+	l.handle(w, r)
 }
 
-// route routes one request: plain paths first, then the protocol filter
+// handle serves one request: plain paths first, then the protocol filter
 // of the listener's mode, then the mounted procedures and, when REST is
 // on, the REST routes for requests that are neither gRPC nor gRPC-Web.
-func (l *listener) route(w http.ResponseWriter, r *http.Request) {
+func (l *listener) handle(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.Path
-	if h, ok := l.routes.plain[path]; ok {
+	if h, ok := l.mux.plain[path]; ok {
 		h.ServeHTTP(w, r)
 		return
 	}
@@ -435,7 +441,7 @@ func (l *listener) route(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, l.rejections[p])
 		return
 	}
-	h := l.routes.rpc(path)
+	h := l.mux.rpc(path)
 	rest := h == nil && l.rest != nil && p != protocolGRPC && p != protocolGRPCWeb
 	if rest {
 		// REST requests look like Connect (GET, application/json POST)

@@ -24,28 +24,18 @@ const openAPIPath = "/openapi.json"
 // follows.
 const openAPIVersion = "3.1.0"
 
-// addOpenAPI mounts the OpenAPI document and the docs page on every
-// listener whose Listener.OpenAPI is set. Called with s.mu held, once all
-// mounts are known.
-func (s *Server) addOpenAPI() error {
-	for _, l := range s.listeners {
-		if !l.OpenAPI {
-			continue
-		}
-		doc, err := json.MarshalIndent(s.openAPIDocument(l), "", "  ")
-		if err != nil {
-			return fmt.Errorf("goms: listener %q: openapi: %w", l.Name, err)
-		}
-		routes := docsRoutes()
-		routes[openAPIPath] = openAPIHandler(doc)
-		for path, h := range routes {
-			if l.routes.has(path) {
-				return fmt.Errorf("goms: listener %q: openapi: %s is already mounted", l.Name, path)
-			}
-			l.routes.add(path, "", h)
-		}
+// openAPIRoutes returns the OpenAPI document and the docs page of a
+// listener with Listener.OpenAPI; chains and auth tell which procedures ask
+// for credentials.
+func openAPIRoutes(l *listener, chains *chains, auth Auth) (map[string]http.Handler, error) {
+	o := &openAPI{chains: chains, auth: auth, schemas: make(map[string]any), paths: make(map[string]map[string]any)}
+	doc, err := json.MarshalIndent(o.document(l), "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("goms: listener %q: openapi: %w", l.Name, err)
 	}
-	return nil
+	routes := docsRoutes()
+	routes[openAPIPath] = openAPIHandler(doc)
+	return routes, nil
 }
 
 func openAPIHandler(doc []byte) http.Handler {
@@ -67,24 +57,24 @@ func openAPIHandler(doc []byte) http.Handler {
 
 // openAPI builds the document of one listener.
 type openAPI struct {
-	s       *Server
+	chains  *chains
+	auth    Auth
 	schemas map[string]any // components.schemas, by message or enum full name
 	paths   map[string]map[string]any
 	secured bool // some operation needs credentials
 }
 
-// openAPIDocument describes the unary procedures mounted on l, as Connect
+// document describes the unary procedures mounted on l, as Connect
 // (POST, and GET for side-effect-free methods) and, when l serves REST, as
 // the routes of their google.api.http rules. Streaming methods are left
 // out: their Connect framing is not something OpenAPI can describe.
 // Descriptions are not included: generated code carries no comments.
-func (s *Server) openAPIDocument(l *listener) map[string]any {
-	o := &openAPI{s: s, schemas: make(map[string]any), paths: make(map[string]map[string]any)}
+func (o *openAPI) document(l *listener) map[string]any {
 	var tags []any
-	for _, name := range l.routes.names {
+	for _, name := range l.mux.names {
 		desc, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(name))
 		sd, ok := desc.(protoreflect.ServiceDescriptor)
-		if err != nil || !ok || slices.Contains(quietServices, name) {
+		if err != nil || !ok || builtinService(name) {
 			continue
 		}
 		tags = append(tags, map[string]any{"name": name})
@@ -106,7 +96,7 @@ func (s *Server) openAPIDocument(l *listener) map[string]any {
 	if o.secured {
 		components["securitySchemes"] = map[string]any{
 			"bearer": map[string]any{"type": "http", "scheme": "bearer"},
-			"apiKey": map[string]any{"type": "apiKey", "in": "header", "name": o.s.cfg.Auth.APIKeyHeader},
+			"apiKey": map[string]any{"type": "apiKey", "in": "header", "name": o.auth.APIKeyHeader},
 		}
 	}
 	paths := make(map[string]any, len(o.paths))
@@ -130,9 +120,9 @@ func (s *Server) openAPIDocument(l *listener) map[string]any {
 // or API key where the auth interceptor runs and the policy asks for
 // credentials the Verifier checks.
 func (o *openAPI) security(procedure string) []any {
-	s := o.s
-	if s.auth == nil || s.cfg.Auth.Verifier == nil || !slices.Contains(s.chains.names(procedure), interceptorAuth) ||
-		s.auth.policy(procedure) != policyAuthenticated {
+	c := o.chains
+	if c.auth == nil || o.auth.Verifier == nil || !slices.Contains(c.names(procedure), interceptorAuth) ||
+		c.auth.policy(procedure) != policyAuthenticated {
 		return nil
 	}
 	o.secured = true

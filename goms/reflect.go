@@ -5,38 +5,26 @@ import (
 	"slices"
 
 	"connectrpc.com/connect"
-	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
 )
 
-// addReflection mounts grpc.reflection.v1 and v1alpha on the listeners
-// Config.Reflection selects. Each listener lists exactly the services
-// mounted on it, plus health and reflection. Called with s.mu held.
-func (s *Server) addReflection() error {
-	if s.cfg.Reflection.Disabled {
-		return nil
-	}
-	for _, l := range s.listeners {
-		if l.admin {
-			continue
-		}
-		if only := s.cfg.Reflection.Listeners; len(only) > 0 && !slices.Contains(only, l.Name) {
-			continue
-		}
-		names := slices.Clone(l.routes.names)
-		names = append(names, grpcreflect.ReflectV1ServiceName, grpcreflect.ReflectV1AlphaServiceName)
-		if !slices.Contains(names, grpchealth.HealthV1ServiceName) {
-			names = append(names, grpchealth.HealthV1ServiceName)
-		}
-		reflector := grpcreflect.NewStaticReflector(names...)
-		for _, h := range []func(*grpcreflect.Reflector, ...connect.HandlerOption) (string, http.Handler){
-			grpcreflect.NewHandlerV1, grpcreflect.NewHandlerV1Alpha,
-		} {
-			path, handler := h(reflector, s.handlerOpts...)
-			if err := s.mountLocked([]string{l.Name}, path, handler); err != nil {
-				return err
-			}
+// reflectionHandlers returns the grpc.reflection.v1 and v1alpha handlers
+// of a listener that serves the services named: they list exactly those,
+// plus health and reflection.
+func reflectionHandlers(services []string, opts []connect.HandlerOption) map[string]http.Handler {
+	names := slices.Clone(services)
+	for _, b := range builtinServices {
+		if !slices.Contains(names, b) {
+			names = append(names, b)
 		}
 	}
-	return nil
+	reflector := grpcreflect.NewStaticReflector(names...)
+	routes := make(map[string]http.Handler, 2)
+	for _, h := range []func(*grpcreflect.Reflector, ...connect.HandlerOption) (string, http.Handler){
+		grpcreflect.NewHandlerV1, grpcreflect.NewHandlerV1Alpha,
+	} {
+		path, handler := h(reflector, opts...)
+		routes[path] = handler
+	}
+	return routes
 }

@@ -37,12 +37,12 @@ type EndpointStatus struct {
 	Latency time.Duration
 }
 
-// Remotes reports the state of the clients of Config.Remotes, in the order
-// of the configuration.
-func (s *Server) Remotes() []RemoteStatus {
-	out := make([]RemoteStatus, 0, len(s.cfg.Remotes))
-	for _, rc := range s.cfg.Remotes {
-		r := s.remotes[rc.Service]
+// remotesStatus reports the state of the remotes of cfg, by service in
+// remotes, in the order of cfg.
+func remotesStatus(cfg []Remote, remotes map[string]*remote) []RemoteStatus {
+	out := make([]RemoteStatus, 0, len(cfg))
+	for _, rc := range cfg {
+		r := remotes[rc.Service]
 		if r == nil {
 			continue
 		}

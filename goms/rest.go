@@ -11,69 +11,39 @@ import (
 
 	"connectrpc.com/connect"
 	"connectrpc.com/vanguard"
-	"google.golang.org/genproto/googleapis/api/annotations"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/reflect/protoregistry"
 )
 
-// addREST builds the REST routes of every listener whose Listener.REST is
-// set: a vanguard transcoder over the services mounted on it whose methods
-// have google.api.http rules. Called with s.mu held, once all mounts are
-// known.
-func (s *Server) addREST() error {
-	for _, l := range s.listeners {
-		if !l.REST {
-			continue
-		}
-		var services []*vanguard.Service
-		for _, name := range l.routes.names {
-			sd, h := l.routes.httpRules(name)
-			if h != nil {
-				services = append(services, vanguard.NewServiceWithSchema(sd, h))
-			}
-		}
-		if len(services) == 0 {
-			return fmt.Errorf("goms: listener %q: rest: no service mounted on it has google.api.http rules", l.Name)
-		}
-		notFound := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			writeError(notFoundWriter{w}, r, unknownProcedure(l.Name, r.URL.Path))
-		})
-		transcoder, err := vanguard.NewTranscoder(services,
-			vanguard.WithUnknownHandler(notFound),
-			// vanguard buffers a whole REST body before the handler's own
-			// limit applies: bound it the same way.
-			vanguard.WithDefaultServiceOptions(vanguard.WithMaxMessageBufferBytes(uint32(min(s.cfg.MaxMessageBytes, math.MaxUint32)))),
-		)
-		if err != nil {
-			return fmt.Errorf("goms: listener %q: rest: %w", l.Name, err)
-		}
-		l.rest = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			ew := &restErrorWriter{ResponseWriter: w}
-			transcoder.ServeHTTP(ew, r)
-			ew.finish()
-		})
-	}
-	return nil
-}
-
-// httpRules returns the descriptor and handler of a mounted service when
-// at least one of its methods has a google.api.http rule, and nil
-// otherwise.
-func (r *routes) httpRules(service string) (protoreflect.ServiceDescriptor, http.Handler) {
-	desc, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(service))
-	sd, ok := desc.(protoreflect.ServiceDescriptor)
-	if err != nil || !ok {
-		return nil, nil
-	}
-	methods := sd.Methods()
-	for i := range methods.Len() {
-		m := methods.Get(i)
-		if proto.HasExtension(m.Options(), annotations.E_Http) {
-			return sd, r.procedures["/"+service+"/"+string(m.Name())]
+// restHandler serves the REST routes of a listener with Listener.REST: a
+// vanguard transcoder over the services of its mux whose methods have
+// google.api.http rules.
+func restHandler(listener string, m *mux, maxMessageBytes int) (http.Handler, error) {
+	var services []*vanguard.Service
+	for _, name := range m.names {
+		sd, h := m.httpRules(name)
+		if h != nil {
+			services = append(services, vanguard.NewServiceWithSchema(sd, h))
 		}
 	}
-	return nil, nil
+	if len(services) == 0 {
+		return nil, fmt.Errorf("goms: listener %q: rest: no service mounted on it has google.api.http rules", listener)
+	}
+	notFound := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(notFoundWriter{w}, r, unknownProcedure(listener, r.URL.Path))
+	})
+	transcoder, err := vanguard.NewTranscoder(services,
+		vanguard.WithUnknownHandler(notFound),
+		// vanguard buffers a whole REST body before the handler's own
+		// limit applies: bound it the same way.
+		vanguard.WithDefaultServiceOptions(vanguard.WithMaxMessageBufferBytes(uint32(min(maxMessageBytes, math.MaxUint32)))),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("goms: listener %q: rest: %w", listener, err)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ew := &restErrorWriter{ResponseWriter: w}
+		transcoder.ServeHTTP(ew, r)
+		ew.finish()
+	}), nil
 }
 
 // restErrorWriter turns the plain-text errors vanguard answers before a
@@ -117,7 +87,7 @@ func (w *restErrorWriter) finish() {
 		Code    int32  `json:"code"`
 		Message string `json:"message"`
 		Details []any  `json:"details"`
-	}{int32(httpStatusCode(w.status)), strings.TrimSpace(w.text.String()), []any{}})
+	}{int32(restCodeOf(w.status)), strings.TrimSpace(w.text.String()), []any{}})
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Del("X-Content-Type-Options")
@@ -126,9 +96,10 @@ func (w *restErrorWriter) finish() {
 	_, _ = w.ResponseWriter.Write(body)
 }
 
-// httpStatusCode is the code of an HTTP error status, the reverse of the
-// mapping of google.rpc.Code to HTTP statuses.
-func httpStatusCode(status int) connect.Code {
+// restCodeOf is the code a REST error body (google.rpc.Status) gives for
+// an HTTP error status: the reverse of google.rpc.Code's mapping to HTTP
+// statuses.
+func restCodeOf(status int) connect.Code {
 	switch status {
 	case http.StatusBadRequest, http.StatusUnsupportedMediaType:
 		return connect.CodeInvalidArgument

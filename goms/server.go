@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -14,110 +15,21 @@ import (
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
-)
-
-// Defaults of the Config fields whose zero value means "the default".
-const (
-	defaultShutdownTimeout      = 10 * time.Second
-	defaultReadHeaderTimeout    = 10 * time.Second
-	defaultIdleTimeout          = 2 * time.Minute
-	defaultMaxHeaderBytes       = 1 << 20
-	defaultMaxMessageBytes      = 4 << 20
-	defaultMaxConcurrentStreams = 250
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 )
 
 // ErrServerClosed is returned by Listen, Serve and Mount once a server has
 // stopped: a Server is not reused.
 var ErrServerClosed = errors.New("goms: server closed")
 
-// Config describes a server. Its zero value is valid but for Listeners,
-// which needs at least one entry; every other field states its default.
-type Config struct {
-	// Listeners are the addresses the server listens on.
-	Listeners []Listener `yaml:"listeners"`
+// errShuttingDown is the cause of the cancellation of calls still running
+// when the grace period ends.
+var errShuttingDown = errors.New("server is shutting down: retry the call on another replica or after restart")
 
-	// DrainDelay is how long a stopping server goes on serving, with
-	// /readyz at 503 and every health status NOT_SERVING, before its
-	// listeners stop accepting: the time load balancers and Kubernetes
-	// endpoints need to stop sending it new calls. Default 0.
-	DrainDelay time.Duration `yaml:"drain_delay"`
-	// ShutdownTimeout is the grace period calls in flight get when the
-	// server stops; calls still running then end with CodeUnavailable.
-	// Default 10s.
-	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
-	// ReadHeaderTimeout bounds the time a client may take to send request
-	// headers: a connection's first request's, the HTTP/2 preface
-	// included, counted from the accept, then each HTTP/1.1 request's.
-	// Default 10s.
-	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
-	// IdleTimeout closes connections that carried no request for that
-	// long. Default 2m.
-	IdleTimeout time.Duration `yaml:"idle_timeout"`
-	// MaxHeaderBytes bounds the size of request headers, HTTP/1.1 and
-	// HTTP/2 alike; an HTTP/2 header block (HEADERS and CONTINUATION
-	// frames) may hold it plus 16 KiB of encoded bytes before the
-	// connection is closed. Default 1 MiB.
-	MaxHeaderBytes int `yaml:"max_header_bytes"`
-	// MaxMessageBytes bounds the size of one request message, after
-	// decompression, in handlers built with HandlerOptions; larger
-	// messages fail with CodeResourceExhausted. Default 4 MiB, as
-	// grpc-go.
-	MaxMessageBytes int `yaml:"max_message_bytes"`
-	// MaxConcurrentStreams bounds the calls in flight on one HTTP/2
-	// connection. Default 250.
-	MaxConcurrentStreams int `yaml:"max_concurrent_streams"`
-
-	// Services lists the services this process runs, by fully-qualified
-	// name, of those the program mounts; Mount skips the others. Empty
-	// means every service the program mounts. Naming one the program does
-	// not mount is an error at Listen.
-	Services []string `yaml:"services"`
-	// Propagate names request headers (such as Authorization) that a
-	// handler's calls to other services, through clients built with
-	// ClientOptions, copy from the call it serves. The request id always
-	// is; W3C trace context is the tracing plugin's.
-	Propagate []string `yaml:"propagate"`
-	// Remotes say where the services this process calls but does not
-	// mount run; Server.Client reaches them over the network, and
-	// listeners can expose them (Remote.Expose).
-	Remotes []Remote `yaml:"remotes"`
-
-	// Admin configures the admin listener (metrics, probes, pprof). Off
-	// unless Admin.Addr is set.
-	Admin Admin `yaml:"admin"`
-
-	// Reflection configures gRPC server reflection, on by default on
-	// every listener but the admin one.
-	Reflection Reflection `yaml:"reflection"`
-
-	// Interceptors selects the interceptors of each service and method.
-	// By default every procedure gets every interceptor the server has,
-	// but health and reflection calls stay out of the access log.
-	Interceptors Interceptors `yaml:"interceptors"`
-	// Plugins add interceptors, such as those of goms/prom and goms/tracing.
-	Plugins []Plugin `yaml:"-"`
-	// Auth configures the auth interceptor: who may call which
-	// procedure, and how callers prove who they are. Off unless
-	// Auth.Verifier, Auth.Default or Auth.Policies is set.
-	Auth Auth `yaml:"auth"`
-
-	// Log configures the logger goms makes when Logger is nil, and the
-	// access log whatever the logger.
-	Log Log `yaml:"log"`
-	// Logger receives the server's own records (listening, stopping,
-	// errors of the HTTP servers) and the access log. Default: a logger
-	// on standard error as Log describes.
-	Logger *slog.Logger `yaml:"-"`
-}
-
-// Reflection configures the grpc.reflection.v1 and v1alpha services, which
-// let grpcurl and buf curl list and describe the mounted services.
-type Reflection struct {
-	// Disabled turns reflection off on every listener.
-	Disabled bool `yaml:"disabled"`
-	// Listeners, when not empty, limits reflection to the named listeners.
-	Listeners []string `yaml:"listeners"`
-}
+// flushTimeout bounds the wait, after calls were cancelled, for their final
+// statuses to reach the clients before connections are closed.
+const flushTimeout = 2 * time.Second
 
 // Server serves mounted connect handlers on its listeners. Create one with
 // New, mount handlers, then call Serve. Its methods are safe to call
@@ -134,7 +46,6 @@ type Server struct {
 	remotes         map[string]*remote // by service
 	offered         map[string]bool    // services the program mounted or offered to
 	stopRemotes     context.CancelFunc
-	auth            *authInterceptor // nil unless Config.Auth is on
 	health          *grpchealth.StaticChecker
 	ready           atomic.Bool
 	// inProcess routes the in-process calls of Client by procedure path;
@@ -193,12 +104,6 @@ func New(cfg Config) (_ *Server, err error) {
 	s.health.SetStatus("", grpchealth.StatusNotServing)
 	s.admissionLog = newAdmissionLog(s.logger, cfg.Plugins)
 	if cfg.Log.AccessFile != "" {
-		if cfg.Log.AccessBuffer < 0 {
-			return nil, fmt.Errorf("goms: log.access_buffer: %d is negative", cfg.Log.AccessBuffer)
-		}
-		if cfg.Log.AccessBuffer == 0 {
-			cfg.Log.AccessBuffer = defaultAccessBuffer
-		}
 		f, err := openAccessFile(cfg.Log.AccessFile, cfg.Log.AccessBuffer, cfg.Log.accessLevel(), s.logger)
 		if err != nil {
 			return nil, err
@@ -211,9 +116,17 @@ func New(cfg Config) (_ *Server, err error) {
 			}
 		}()
 	}
-	if err := s.initInterceptors(); err != nil {
+	if cfg.Admin.Addr != "" && !cfg.Admin.DisableStatus {
+		s.status = newStatusBoard(cfg.Plugins, s.admissionLog, &s.ready)
+	}
+	if s.chains, err = newChains(cfg, s.logger, s.admissionLog, s.accessFile); err != nil {
 		return nil, err
 	}
+	dispatch := dispatchInterceptor{chains: s.chains, propagate: len(cfg.Propagate) > 0, log: s.admissionLog, status: s.status}
+	s.handlerOpts = handlerOptions(cfg.MaxMessageBytes, dispatch)
+	dispatch.edge = true
+	s.edgeHandlerOpts = handlerOptions(cfg.MaxMessageBytes, dispatch)
+	s.clientOpts = []connect.ClientOption{connect.WithInterceptors(s.chains.client...)}
 	for _, lc := range cfg.Listeners {
 		lc, tlsConfig, err := lc.check()
 		if err != nil {
@@ -235,9 +148,6 @@ func New(cfg Config) (_ *Server, err error) {
 		l := newListener(s, lc, nil)
 		l.admin = true
 		s.listeners = append(s.listeners, l)
-		if !cfg.Admin.DisableStatus {
-			s.status = newStatusBoard(s)
-		}
 	}
 	s.remotes = make(map[string]*remote)
 	s.offered = make(map[string]bool)
@@ -265,74 +175,10 @@ func New(cfg Config) (_ *Server, err error) {
 			return nil, fmt.Errorf("goms: reflection.listeners: unknown listener %q (have %s)", name, s.listenerNames())
 		}
 	}
+	if s.status != nil {
+		s.status.listeners, s.status.remotes, s.status.config = s.listeners, s.remotes, cfg.Remotes
+	}
 	return s, nil
-}
-
-func (c Config) withDefaults() (Config, error) {
-	if len(c.Listeners) == 0 {
-		return c, errors.New("goms: listeners: need at least one listener")
-	}
-	durations := []struct {
-		name string
-		v    *time.Duration
-		def  time.Duration
-	}{
-		{"drain_delay", &c.DrainDelay, 0},
-		{"shutdown_timeout", &c.ShutdownTimeout, defaultShutdownTimeout},
-		{"read_header_timeout", &c.ReadHeaderTimeout, defaultReadHeaderTimeout},
-		{"idle_timeout", &c.IdleTimeout, defaultIdleTimeout},
-	}
-	for _, d := range durations {
-		if *d.v < 0 {
-			return c, fmt.Errorf("goms: %s: %v is negative", d.name, *d.v)
-		}
-		if *d.v == 0 {
-			*d.v = d.def
-		}
-	}
-	sizes := []struct {
-		name string
-		v    *int
-		def  int
-	}{
-		{"max_header_bytes", &c.MaxHeaderBytes, defaultMaxHeaderBytes},
-		{"max_message_bytes", &c.MaxMessageBytes, defaultMaxMessageBytes},
-		{"max_concurrent_streams", &c.MaxConcurrentStreams, defaultMaxConcurrentStreams},
-	}
-	for _, n := range sizes {
-		if *n.v < 0 {
-			return c, fmt.Errorf("goms: %s: %d is negative", n.name, *n.v)
-		}
-		if *n.v == 0 {
-			*n.v = n.def
-		}
-	}
-	if c.Logger == nil {
-		logger, err := c.Log.logger()
-		if err != nil {
-			return c, err
-		}
-		c.Logger = logger
-	}
-	c.Listeners = slices.Clone(c.Listeners)
-	return c, nil
-}
-
-func (s *Server) listener(name string) *listener {
-	for _, l := range s.listeners {
-		if l.Name == name {
-			return l
-		}
-	}
-	return nil
-}
-
-func (s *Server) listenerNames() string {
-	names := make([]string, len(s.listeners))
-	for i, l := range s.listeners {
-		names[i] = fmt.Sprintf("%q", l.Name)
-	}
-	return strings.Join(names, ", ")
 }
 
 // HandlerOptions returns the connect handler options every handler mounted
@@ -345,6 +191,51 @@ func (s *Server) listenerNames() string {
 // options of your own after them.
 func (s *Server) HandlerOptions() []connect.HandlerOption {
 	return slices.Clip(s.handlerOpts)
+}
+
+// handlerOptions are the options of HandlerOptions, around dispatch.
+func handlerOptions(maxMessageBytes int, dispatch dispatchInterceptor) []connect.HandlerOption {
+	return []connect.HandlerOption{
+		connect.WithReadMaxBytes(maxMessageBytes),
+		boundedGzip(maxMessageBytes),
+		connect.WithCompressMinBytes(compressMinBytes),
+		connect.WithInterceptors(drainInterceptor{}, dispatch),
+	}
+}
+
+// ClientOptions returns the connect client options for clients of other
+// services: the client side of the plugins (metrics, tracing) and header
+// propagation (the request id of the call being served, and the headers
+// of Config.Propagate). Pass them to generated client constructors with
+// the pair Client returns.
+func (s *Server) ClientOptions() []connect.ClientOption {
+	return slices.Clip(s.clientOpts)
+}
+
+// Client returns the HTTP client and base URL to call the named service
+// (its fully-qualified protobuf name, such as gomsv1connect.GoMsServiceName)
+// in the shape generated client constructors take:
+//
+//	httpClient, baseURL := srv.Client(gomsv1connect.GoMsServiceName)
+//	parents := gomsv1connect.NewGoMsServiceClient(httpClient, baseURL, srv.ClientOptions()...)
+//
+// A service mounted on this server is called in-process: no socket, no
+// HTTP/2 framing, but the same handler, interceptors, deadlines and errors
+// as a call over the network. A service of Config.Remotes is called through
+// grpc-go's client, as Remote describes: health-checked endpoints, balanced
+// by calls in flight, outlier detection, retries, hedging, deadlines and
+// adaptive throttling. When no endpoint is reachable the call fails with
+// CodeUnavailable, naming the service; so does a call to a service that is
+// neither mounted nor remote. The client may be created before the service
+// is mounted.
+func (s *Server) Client(service string) (connect.HTTPClient, string) {
+	return inProcessClient{s: s, service: service}, "http://" + service
+}
+
+// Remotes reports the state of the clients of Config.Remotes, in the order
+// of the configuration.
+func (s *Server) Remotes() []RemoteStatus {
+	return remotesStatus(s.cfg.Remotes, s.remotes)
 }
 
 // Addr returns the address the named listener is bound to, or nil before
@@ -374,6 +265,90 @@ func (s *Server) SetHealth(service string, status grpchealth.Status) {
 	}
 }
 
+// Mount serves handler under path on every listener. It takes the pair a
+// protoc-gen-connect-go constructor returns:
+//
+//	srv.Mount(gomsv1connect.NewGoMsServiceHandler(impl, srv.HandlerOptions()...))
+//
+// A path of the form "/package.Service/" mounts an RPC service: its
+// requests go through the listener's protocol filter, it is listed by
+// server reflection and reported by health checks. Any other path, such as
+// "/metrics", is an exact plain HTTP route that every protocol reaches.
+//
+// A service that Config.Services does not list (when set), or that
+// Config.Remotes says runs elsewhere, is not mounted and Mount returns nil:
+// a program mounts every service it has, and its configuration chooses
+// which ones run in this process.
+//
+// Mount returns an error, which Listen and Serve also return, when the
+// path is malformed or already mounted, or when the server already
+// listens.
+func (s *Server) Mount(path string, handler http.Handler) error {
+	return s.MountOn(nil, path, handler)
+}
+
+// MountOn is Mount restricted to the named listeners; no names means every
+// listener. Naming a listener the server does not have is an error.
+func (s *Server) MountOn(listeners []string, path string, handler http.Handler) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	err := s.mountLocked(listeners, path, handler)
+	if err != nil {
+		s.mountErrs = append(s.mountErrs, err)
+	}
+	return err
+}
+
+func (s *Server) mountLocked(names []string, path string, handler http.Handler) error {
+	if s.state == stateClosed || s.state == stateShuttingDown {
+		return fmt.Errorf("goms: mount %q: %w", path, ErrServerClosed)
+	}
+	if s.state != stateNew {
+		return fmt.Errorf("goms: mount %q: the server already listens; mount before Listen or Serve", path)
+	}
+	if handler == nil {
+		return fmt.Errorf("goms: mount %q: nil handler", path)
+	}
+	service, err := checkPath(path)
+	if err != nil {
+		return fmt.Errorf("goms: mount %q: %w", path, err)
+	}
+	if service != "" {
+		s.offered[service] = true
+		// goms's own services (health, reflection) always run.
+		builtin := builtinService(service)
+		if !builtin && (len(s.cfg.Services) > 0 && !slices.Contains(s.cfg.Services, service) || s.remotes[service] != nil) {
+			s.logger.Debug("goms: not running a service the configuration leaves out or says is remote", "service", service)
+			return nil
+		}
+	}
+	var targets []*listener
+	for _, l := range s.listeners {
+		if !l.admin {
+			targets = append(targets, l)
+		}
+	}
+	if len(names) > 0 {
+		targets = make([]*listener, 0, len(names))
+		for _, name := range names {
+			l := s.listener(name)
+			if l == nil {
+				return fmt.Errorf("goms: mount %q: unknown listener %q (have %s)", path, name, s.listenerNames())
+			}
+			targets = append(targets, l)
+		}
+	}
+	for _, l := range targets {
+		if l.mux.has(path) {
+			return fmt.Errorf("goms: mount %q: already mounted on listener %q", path, l.Name)
+		}
+	}
+	for _, l := range targets {
+		l.mux.add(path, service, handler)
+	}
+	return nil
+}
+
 // Listen binds every listener, so that a port in use is reported before
 // anything is served, and Addr tells the chosen ports. On error no
 // listener stays open. Serve calls Listen when it has not been called.
@@ -390,10 +365,6 @@ func (s *Server) Listen() error {
 		return err
 	}
 	if !s.builtins {
-		// Exposed remotes first, so that reflection lists them.
-		if err := s.exposeRemotes(); err != nil {
-			return err
-		}
 		if err := s.addBuiltins(); err != nil {
 			return err
 		}
@@ -411,7 +382,7 @@ func (s *Server) Listen() error {
 		}
 	}
 	for _, l := range s.listeners {
-		for _, name := range l.routes.names {
+		for _, name := range l.mux.names {
 			if r, ok := s.remotes[name]; ok && !r.exposedOn(l.Name) {
 				return fmt.Errorf("goms: remote %q: service %s is also mounted here; a service is local or remote, not both", r.Name, name)
 			}
@@ -427,12 +398,175 @@ func (s *Server) Listen() error {
 			return fmt.Errorf("goms: listener %q: %w", l.Name, err)
 		}
 		l.ln = countingListener{Listener: ln, open: &l.conns}
+		addr := ln.Addr().String()
+		l.bound.Store(&addr)
 	}
 	for _, l := range s.listeners {
-		l.admission.resolve(l.routes.procedures)
+		l.admission.resolve(l.mux.procedures)
 	}
 	s.buildInProcessRoutes()
 	s.state = stateListening
+	return nil
+}
+
+// checkInterceptorRules checks, once every mount is known, that the rules
+// name mounted services and methods. Called with s.mu held.
+func (s *Server) checkInterceptorRules() error {
+	services := make(map[string]bool)
+	procedures := make(map[string]bool)
+	for _, l := range s.listeners {
+		for _, name := range l.mux.names {
+			services[name] = true
+		}
+		for p := range l.mux.procedures {
+			procedures[p] = true
+		}
+	}
+	// Services the program mounts but the configuration runs elsewhere
+	// may still be named: one configuration serves every topology.
+	for name := range s.offered {
+		services[name] = true
+		for _, p := range serviceProcedures(name) {
+			procedures[p] = true
+		}
+	}
+	return s.chains.checkRules(services, procedures)
+}
+
+// inProcessRoute returns the route of path for service, or false when no
+// listener of s mounts the service.
+func (s *Server) inProcessRoute(service, path string) (inProcessRoute, bool) {
+	if table := s.inProcess.Load(); table != nil && servicePath(path, service) {
+		if r, ok := (*table)[path]; ok {
+			return r, true
+		}
+	}
+	// Before Listen, a procedure the service does not have, or a service
+	// whose descriptor is not registered.
+	h := s.inProcessHandler(service, path)
+	return inProcessRoute{h: h}, h != nil
+}
+
+// buildInProcessRoutes makes the table of in-process routes, once the
+// mounts are final. Called with s.mu held.
+func (s *Server) buildInProcessRoutes() {
+	table := make(map[string]inProcessRoute)
+	for _, l := range s.listeners {
+		for path, h := range l.mux.procedures {
+			service, method, _ := strings.Cut(strings.TrimPrefix(path, "/"), "/")
+			if _, seen := table[path]; seen || s.remotes[service] != nil {
+				continue
+			}
+			r := inProcessRoute{h: h}
+			desc, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(service + "." + method))
+			if md, ok := desc.(protoreflect.MethodDescriptor); err == nil && ok {
+				r.unary = !md.IsStreamingClient() && !md.IsStreamingServer()
+			}
+			table[path] = r
+		}
+	}
+	s.inProcess.Store(&table)
+}
+
+// inProcessHandler returns the handler that serves path for service, or
+// nil when no listener of s mounts it.
+func (s *Server) inProcessHandler(service, path string) http.Handler {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range s.listeners {
+		if !slices.Contains(l.mux.names, service) {
+			continue
+		}
+		if h := l.mux.rpc(path); h != nil {
+			return h
+		}
+		return unknownProcedureHandler{listener: l.Name}
+	}
+	return nil
+}
+
+// addBuiltins mounts what goms serves besides the program's services,
+// once all of those are known: the remote services exposed at the edge
+// (first, so that reflection lists them); on every listener the probes and
+// grpc.health.v1; on the admin listener its routes; reflection on the
+// listeners Config.Reflection selects; the REST routes and the OpenAPI
+// document and docs page of the listeners that ask for them.
+func (s *Server) addBuiltins() error {
+	if err := s.exposeRemotes(); err != nil {
+		return err
+	}
+	healthPath, healthHandler := grpchealth.NewHandler(s.health, s.handlerOpts...)
+	probes := probeRoutes(&s.ready, s.health)
+	probes[healthPath] = healthHandler
+	for _, l := range s.listeners {
+		for path, h := range probes {
+			if err := s.mountLocked([]string{l.Name}, path, h); err != nil {
+				return err
+			}
+		}
+		if l.admin {
+			for path, h := range adminRoutes(s.status, s.cfg.Plugins, s.cfg.Admin.Pprof) {
+				// Admin routes are plain paths, "/debug/pprof/" included.
+				if l.mux.has(path) {
+					return fmt.Errorf("goms: admin route %q: already mounted", path)
+				}
+				l.mux.add(path, "", h)
+			}
+			continue
+		}
+		if s.cfg.Reflection.on(l.Name) {
+			for path, h := range reflectionHandlers(l.mux.names, s.handlerOpts) {
+				if err := s.mountLocked([]string{l.Name}, path, h); err != nil {
+					return err
+				}
+			}
+		}
+		if l.REST {
+			rest, err := restHandler(l.Name, &l.mux, s.cfg.MaxMessageBytes)
+			if err != nil {
+				return err
+			}
+			l.rest = rest
+		}
+		if l.OpenAPI {
+			routes, err := openAPIRoutes(l, s.chains, s.cfg.Auth)
+			if err != nil {
+				return err
+			}
+			for path, h := range routes {
+				if l.mux.has(path) {
+					return fmt.Errorf("goms: listener %q: openapi: %s is already mounted", l.Name, path)
+				}
+				l.mux.add(path, "", h)
+			}
+		}
+	}
+	return nil
+}
+
+// exposeRemotes mounts, on the listeners each remote names in Expose, a
+// connect handler per method of the remote service that forwards its calls
+// through the remote's client: the listener's protocol filter and
+// interceptors apply as to a local service, and every protocol goes out as
+// gRPC with the remote's balancing, health checks and deadlines. Called
+// with s.mu held.
+func (s *Server) exposeRemotes() error {
+	for _, r := range s.remotes {
+		if len(r.Expose) == 0 {
+			continue
+		}
+		path, edge := "/"+r.Service+"/", r.edgeHandler(s.edgeHandlerOpts)
+		for _, name := range r.Expose {
+			l := s.listener(name)
+			if l == nil {
+				return fmt.Errorf("goms: remote %q: expose: unknown listener %q (have %s)", r.Name, name, s.listenerNames())
+			}
+			if l.mux.has(path) {
+				return fmt.Errorf("goms: remote %q: expose: %s is already mounted on listener %q", r.Name, r.Service, name)
+			}
+			l.mux.add(path, r.Service, edge)
+		}
+	}
 	return nil
 }
 
@@ -496,6 +630,101 @@ func (s *Server) Serve(ctx context.Context) error {
 	return err
 }
 
+// setServing reports every mounted service SERVING, except those given
+// another status through SetHealth. Called with s.mu held.
+func (s *Server) setServing() {
+	for _, l := range s.listeners {
+		for _, name := range l.mux.names {
+			s.health.SetStatus(name, grpchealth.StatusServing)
+		}
+	}
+	s.health.SetStatus("", grpchealth.StatusServing)
+	for name, st := range s.userHealth {
+		s.health.SetStatus(name, st)
+	}
+	s.ready.Store(true)
+}
+
+// shutdown drains and stops every listener, as Serve documents. Close cuts
+// it short.
+func (s *Server) shutdown() {
+	s.mu.Lock()
+	if s.state == stateClosed || s.state == stateShuttingDown {
+		s.mu.Unlock()
+		return
+	}
+	s.state = stateShuttingDown
+	s.ready.Store(false)
+	for _, l := range s.listeners {
+		for _, name := range l.mux.names {
+			s.health.SetStatus(name, grpchealth.StatusNotServing)
+		}
+	}
+	for name := range s.userHealth {
+		s.health.SetStatus(name, grpchealth.StatusNotServing)
+	}
+	s.health.SetStatus("", grpchealth.StatusNotServing)
+	s.mu.Unlock()
+	s.logger.Info("goms: shutting down", "grace", s.cfg.ShutdownTimeout)
+	defer func() {
+		s.mu.Lock()
+		s.state = stateClosed
+		s.mu.Unlock()
+		// Outgoing connections close last: draining calls may use them.
+		if s.stopRemotes != nil {
+			s.stopRemotes()
+		}
+		s.closeAccessFile()
+	}()
+
+	if s.cfg.DrainDelay > 0 {
+		select {
+		case <-time.After(s.cfg.DrainDelay):
+		case <-s.closing.Done():
+		}
+	}
+	grace, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	stopGrace := context.AfterFunc(s.closing, cancel) // Close ends the grace period
+	defer stopGrace()
+	if s.shutdownAll(grace) {
+		s.cancelBase(errShuttingDown)
+		s.logger.Info("goms: stopped")
+		return
+	}
+	// The grace period is over: end what still runs, let the statuses
+	// flush, then close whatever is left.
+	s.cancelBase(errShuttingDown)
+	s.logger.Warn("goms: grace period over, cancelling the calls still running")
+	flush, cancelFlush := context.WithTimeout(context.Background(), flushTimeout)
+	defer cancelFlush()
+	stopFlush := context.AfterFunc(s.closing, cancelFlush)
+	defer stopFlush()
+	if !s.shutdownAll(flush) {
+		for _, l := range s.listeners {
+			l.close()
+		}
+	}
+	s.logger.Info("goms: stopped")
+}
+
+// shutdownAll shuts every listener down in parallel and reports whether
+// all of them finished before ctx ended.
+func (s *Server) shutdownAll(ctx context.Context) bool {
+	var wg sync.WaitGroup
+	done := make([]bool, len(s.listeners))
+	for i, l := range s.listeners {
+		wg.Go(func() { done[i] = l.shutdown(ctx) })
+	}
+	wg.Wait()
+	for _, ok := range done {
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
 // Close stops the server at once: listeners and connections close and
 // calls in flight fail. Serve, if running, returns nil, even when it is
 // draining. Prefer cancelling Serve's context, which drains calls first.
@@ -533,21 +762,6 @@ func (s *Server) closeRemotes() {
 	}
 }
 
-// setServing reports every mounted service SERVING, except those given
-// another status through SetHealth. Called with s.mu held.
-func (s *Server) setServing() {
-	for _, l := range s.listeners {
-		for _, name := range l.routes.names {
-			s.health.SetStatus(name, grpchealth.StatusServing)
-		}
-	}
-	s.health.SetStatus("", grpchealth.StatusServing)
-	for name, st := range s.userHealth {
-		s.health.SetStatus(name, st)
-	}
-	s.ready.Store(true)
-}
-
 // closeAccessFile writes out the access log file's buffer and closes it.
 func (s *Server) closeAccessFile() {
 	if s.accessFile == nil {
@@ -556,4 +770,32 @@ func (s *Server) closeAccessFile() {
 	if err := s.accessFile.close(); err != nil {
 		s.logger.Error("goms: log.access_file: closing", "err", err)
 	}
+}
+
+// cutAtShutdown returns a context of parent that also ends, with the
+// server's cause, when shutdown cancels the calls still running at the end
+// of its grace period. Calls on net/http get that from their base context;
+// in-process calls and the grpc engine's do not. Call cancel and stop once
+// the call is over.
+func (s *Server) cutAtShutdown(parent context.Context) (ctx context.Context, cancel context.CancelCauseFunc, stop func() bool) {
+	ctx, cancel = context.WithCancelCause(parent)
+	stop = context.AfterFunc(s.base, func() { cancel(context.Cause(s.base)) })
+	return ctx, cancel, stop
+}
+
+func (s *Server) listener(name string) *listener {
+	for _, l := range s.listeners {
+		if l.Name == name {
+			return l
+		}
+	}
+	return nil
+}
+
+func (s *Server) listenerNames() string {
+	names := make([]string, len(s.listeners))
+	for i, l := range s.listeners {
+		names[i] = fmt.Sprintf("%q", l.Name)
+	}
+	return strings.Join(names, ", ")
 }

@@ -75,9 +75,15 @@ var statusPage embed.FS
 // of the CallReporter plugins, one a second over the last minute, and the
 // last calls that failed.
 type statusBoard struct {
-	s         *Server
 	reporters []CallReporter
 	started   time.Time
+	log       *admissionLog
+	ready     *atomic.Bool
+	// listeners and remotes are the server's, set once New has built
+	// them; config lists the remotes in the configuration's order.
+	listeners []*listener
+	remotes   map[string]*remote
+	config    []Remote
 
 	mu      sync.Mutex
 	samples []callSample // oldest first, at most one per second of the window
@@ -88,9 +94,9 @@ type statusBoard struct {
 	next   atomic.Uint64
 }
 
-func newStatusBoard(s *Server) *statusBoard {
-	st := &statusBoard{s: s, started: time.Now()}
-	for _, p := range s.cfg.Plugins {
+func newStatusBoard(plugins []Plugin, log *admissionLog, ready *atomic.Bool) *statusBoard {
+	st := &statusBoard{started: time.Now(), log: log, ready: ready}
+	for _, p := range plugins {
 		if r, ok := p.(CallReporter); ok {
 			st.reporters = append(st.reporters, r)
 		}
@@ -309,7 +315,6 @@ type admissionStatus struct {
 
 // doc builds the status document.
 func (st *statusBoard) doc() statusDoc {
-	s := st.s
 	now := time.Now()
 	d := statusDoc{
 		Time: now,
@@ -321,17 +326,17 @@ func (st *statusBoard) doc() statusDoc {
 			GOMAXPROCS:    runtime.GOMAXPROCS(0),
 			Goroutines:    runtime.NumGoroutine(),
 			RSSBytes:      rss(),
-			Ready:         s.ready.Load(),
+			Ready:         st.ready.Load(),
 		},
 		CallStats: len(st.reporters) > 0,
 		Clients:   []methodStatus{},
 		Errors:    st.recentErrors(),
 		Admission: admissionStatus{
-			Shed:        s.admissionLog.shed.Load(),
-			RateLimited: s.admissionLog.rateLimited.Load(),
+			Shed:        st.log.shed.Load(),
+			RateLimited: st.log.rateLimited.Load(),
 		},
 	}
-	for _, l := range s.listeners {
+	for _, l := range st.listeners {
 		ls := listenerStatus{
 			Name: l.Name, Address: l.Addr, Mode: string(l.Mode), Engine: string(l.Engine),
 			TLS: l.tlsConfig != nil, Admin: l.admin,
@@ -340,8 +345,8 @@ func (st *statusBoard) doc() statusDoc {
 		if n, ok := l.admission.calls(); ok && !l.admin {
 			ls.InFlight = &n
 		}
-		if a := s.Addr(l.Name); a != nil {
-			ls.Address = a.String()
+		if a := l.bound.Load(); a != nil {
+			ls.Address = *a
 		}
 		if l.admin {
 			ls.Mode = ""
@@ -373,12 +378,12 @@ func (st *statusBoard) doc() statusDoc {
 	// Services by name, in the order listeners mount them.
 	byName := make(map[string]*serviceStatus)
 	var order []string
-	for _, l := range s.listeners {
-		for _, name := range l.routes.names {
+	for _, l := range st.listeners {
+		for _, name := range l.mux.names {
 			ss := byName[name]
 			if ss == nil {
 				ss = &serviceStatus{Name: name, Builtin: builtinService(name)}
-				if r, ok := s.remotes[name]; ok {
+				if r, ok := st.remotes[name]; ok {
 					ss.Remote = r.Name
 				}
 				byName[name] = ss
@@ -410,13 +415,13 @@ func (st *statusBoard) doc() statusDoc {
 	slices.SortFunc(d.Clients, func(a, b methodStatus) int { return strings.Compare(a.Procedure, b.Procedure) })
 
 	d.Remotes = []remoteStatus{}
-	for _, r := range s.Remotes() {
+	for _, r := range remotesStatus(st.config, st.remotes) {
 		rs := remoteStatus{
 			Name: r.Name, Service: r.Service, Expose: []string{},
 			Calls: r.Calls, Attempts: r.Attempts, Hedges: r.Hedges, Throttled: r.Throttled, Ejections: r.Ejections,
 			Endpoints: []endpointStatus{},
 		}
-		if rem := s.remotes[r.Service]; rem != nil && rem.Expose != nil {
+		if rem := st.remotes[r.Service]; rem != nil && rem.Expose != nil {
 			rs.Expose = rem.Expose
 		}
 		for _, ep := range r.Endpoints {
@@ -491,11 +496,6 @@ func quantileMs(q float64, bounds []float64, buckets []uint64, count uint64) *fl
 	}
 	ms := v * 1000
 	return &ms
-}
-
-// builtinService reports whether goms mounts the service itself.
-func builtinService(name string) bool {
-	return slices.Contains(quietServices, name)
 }
 
 var buildVersion = sync.OnceValue(func() string {

@@ -45,8 +45,7 @@ import (
 	"github.com/reversTeam/go-ms/goms"
 )
 
-// MetricsPath is the admin route the metrics are served on, as the
-// original GoMs exporter did.
+// MetricsPath is the admin route the metrics are served on.
 const MetricsPath = "/metrics"
 
 // defaultDurationBuckets are the bounds, in seconds, of the duration

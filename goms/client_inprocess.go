@@ -13,29 +13,7 @@ import (
 	"sync"
 
 	"connectrpc.com/connect"
-	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/reflect/protoregistry"
 )
-
-// Client returns the HTTP client and base URL to call the named service
-// (its fully-qualified protobuf name, such as gomsv1connect.GoMsServiceName)
-// in the shape generated client constructors take:
-//
-//	httpClient, baseURL := srv.Client(gomsv1connect.GoMsServiceName)
-//	parents := gomsv1connect.NewGoMsServiceClient(httpClient, baseURL, srv.ClientOptions()...)
-//
-// A service mounted on this server is called in-process: no socket, no
-// HTTP/2 framing, but the same handler, interceptors, deadlines and errors
-// as a call over the network. A service of Config.Remotes is called through
-// grpc-go's client, as Remote describes: health-checked endpoints, balanced
-// by calls in flight, outlier detection, retries, hedging, deadlines and
-// adaptive throttling. When no endpoint is reachable the call fails with
-// CodeUnavailable, naming the service; so does a call to a service that is
-// neither mounted nor remote. The client may be created before the service
-// is mounted.
-func (s *Server) Client(service string) (connect.HTTPClient, string) {
-	return inProcessClient{s: s, service: service}, "http://" + service
-}
 
 // inProcessClient serves requests with the handler of a service mounted on
 // its server.
@@ -56,7 +34,7 @@ func (c inProcessClient) Do(req *http.Request) (*http.Response, error) {
 		if res, done := r.callUnary(req); done {
 			return res, nil
 		}
-		route, ok = r.route(req.URL.Path), true
+		route, ok = r.inProcessRoute(req.URL.Path), true
 	} else {
 		route, ok = c.s.inProcessRoute(c.service, req.URL.Path)
 	}
@@ -209,61 +187,9 @@ type inProcessRoute struct {
 	unary bool
 }
 
-// inProcessRoute returns the route of path for service, or false when no
-// listener of s mounts the service.
-func (s *Server) inProcessRoute(service, path string) (inProcessRoute, bool) {
-	if table := s.inProcess.Load(); table != nil && servicePath(path, service) {
-		if r, ok := (*table)[path]; ok {
-			return r, true
-		}
-	}
-	// Before Listen, a procedure the service does not have, or a service
-	// whose descriptor is not registered.
-	h := s.inProcessHandler(service, path)
-	return inProcessRoute{h: h}, h != nil
-}
-
 // servicePath tells whether path is "/" + service + "/" + something.
 func servicePath(path, service string) bool {
 	return len(path) > len(service)+2 && path[0] == '/' && path[1:len(service)+1] == service && path[len(service)+1] == '/'
-}
-
-// buildInProcessRoutes makes the table of in-process routes, once the
-// mounts are final. Called with s.mu held.
-func (s *Server) buildInProcessRoutes() {
-	table := make(map[string]inProcessRoute)
-	for _, l := range s.listeners {
-		for path, h := range l.routes.procedures {
-			service, method, _ := strings.Cut(strings.TrimPrefix(path, "/"), "/")
-			if _, seen := table[path]; seen || s.remotes[service] != nil {
-				continue
-			}
-			r := inProcessRoute{h: h}
-			desc, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(service + "." + method))
-			if md, ok := desc.(protoreflect.MethodDescriptor); err == nil && ok {
-				r.unary = !md.IsStreamingClient() && !md.IsStreamingServer()
-			}
-			table[path] = r
-		}
-	}
-	s.inProcess.Store(&table)
-}
-
-// inProcessHandler returns the handler that serves path for service, or
-// nil when no listener of s mounts it.
-func (s *Server) inProcessHandler(service, path string) http.Handler {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, l := range s.listeners {
-		if !slices.Contains(l.routes.names, service) {
-			continue
-		}
-		if h := l.routes.rpc(path); h != nil {
-			return h
-		}
-		return unknownProcedureHandler{listener: l.Name}
-	}
-	return nil
 }
 
 type unknownProcedureHandler struct{ listener string }

@@ -57,7 +57,7 @@ func FuzzCheckPath(f *testing.F) {
 			t.Fatalf("checkPath(%q) = %q, %v; want service %q", path, service, err, name)
 		}
 
-		r := newRoutes()
+		r := newMux()
 		r.add(path, service, handler)
 		got := r.rpc(request) != nil
 		var want bool
