@@ -7,11 +7,14 @@ import (
 	"connectrpc.com/connect"
 )
 
-// dispatchInterceptor gives every call its request id (RequestIDHeader),
-// whatever interceptors its rules select, and applies to each procedure
-// the chain its configuration selects. connect wraps a handler once per procedure, before
-// the procedure is known, so the chain is built at the first call and
-// reused after that.
+// dispatchInterceptor is the first step of every call a handler built
+// with HandlerOptions serves, whatever interceptors its rules select: it
+// gives the call its request id (RequestIDHeader), sets its server
+// deadline (MethodConfig.Timeout, MaxTimeout), runs the chain of
+// interceptors its configuration selects, and records a failure for the
+// status page. connect wraps a handler once per procedure, before the
+// procedure is known, so the chain is built at the first call and reused
+// after that.
 type dispatchInterceptor struct {
 	chains *chains
 	// propagate keeps the request's headers in the context for
