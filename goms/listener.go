@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -321,34 +320,6 @@ func newListener(s *Server, cfg Listener, tlsConfig *tls.Config) *listener {
 	return l
 }
 
-// newHTTPServer returns the net/http server of the listener. It speaks
-// HTTP/1.1 and cleartext HTTP/2 on every listener: on TLS listeners goms
-// does the TLS (see guardedListener), and a client that chose h2 through
-// ALPN sends the HTTP/2 preface as on h2c.
-func (l *listener) newHTTPServer(s *Server) *http.Server {
-	var protocols http.Protocols
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
-	return &http.Server{
-		Handler:           httpServerHandler{l},
-		Protocols:         &protocols,
-		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
-		IdleTimeout:       s.cfg.IdleTimeout,
-		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
-		HTTP2: &http.HTTP2Config{
-			MaxConcurrentStreams: s.cfg.MaxConcurrentStreams,
-		},
-		BaseContext: func(net.Listener) context.Context { return s.base },
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if t, ok := c.(tlsStater); ok && l.tlsConfig != nil {
-				return context.WithValue(ctx, tlsConnKey{}, t)
-			}
-			return ctx
-		},
-		ErrorLog: slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
-	}
-}
-
 // serve runs the listener's engine on the bound listener until it is shut
 // down.
 func (l *listener) serve() error {
@@ -390,24 +361,6 @@ func (l *listener) close() {
 		return
 	}
 	_ = l.http.Close()
-}
-
-// httpServerHandler is the handler of the listener's net/http server:
-// HTTP/2 requests run on the listener's workers.
-type httpServerHandler struct{ l *listener }
-
-func (h httpServerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.TLS == nil && h.l.tlsConfig != nil {
-		r = withTLSState(r)
-	}
-	if h.l.MinBodyRate > 0 && r.Body != nil && r.Body != http.NoBody {
-		defer withMinBodyRate(w, r, h.l)()
-	}
-	if r.ProtoMajor == 2 {
-		h.l.workers.serve(h.l, w, r)
-		return
-	}
-	h.l.ServeHTTP(w, r)
 }
 
 // ServeHTTP routes one request: CORS first, when configured, so that
@@ -459,35 +412,6 @@ func (l *listener) handle(w http.ResponseWriter, r *http.Request) {
 	}
 	defer t.leave()
 	h.ServeHTTP(w, r)
-}
-
-// rejectNonRPC answers a request that is no RPC at all (a method other
-// than GET and POST, or a POST whose Content-Type is not application/*) on
-// a gRPC-only listener as connect-go's handlers and grpc-go do: 405 with
-// Allow, or 415 with the accepted content types, and no body; clients of
-// every protocol map those statuses to a code.
-func rejectNonRPC(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		w.WriteHeader(http.StatusMethodNotAllowed)
-		return
-	}
-	w.Header().Set("Accept-Post", "application/grpc, application/grpc+proto, application/grpc+json")
-	w.WriteHeader(http.StatusUnsupportedMediaType)
-}
-
-// notFoundWriter sends the Connect unary error of an unknown procedure
-// with 404, the status of a path nobody serves and the one the Connect
-// protocol asks for, instead of the 501 of CodeUnimplemented; the body
-// still says unimplemented. gRPC, gRPC-Web and Connect streaming errors
-// are sent with 200 and keep their code.
-type notFoundWriter struct{ http.ResponseWriter }
-
-func (w notFoundWriter) WriteHeader(code int) {
-	if code == http.StatusNotImplemented {
-		code = http.StatusNotFound
-	}
-	w.ResponseWriter.WriteHeader(code)
 }
 
 // countingListener counts the connections it accepted that are still

@@ -121,3 +121,17 @@ func (m *mux) httpRules(service string) (protoreflect.ServiceDescriptor, http.Ha
 	}
 	return nil, nil
 }
+
+// notFoundWriter sends the Connect unary error of an unknown procedure
+// with 404, the status of a path nobody serves and the one the Connect
+// protocol asks for, instead of the 501 of CodeUnimplemented; the body
+// still says unimplemented. gRPC, gRPC-Web and Connect streaming errors
+// are sent with 200 and keep their code.
+type notFoundWriter struct{ http.ResponseWriter }
+
+func (w notFoundWriter) WriteHeader(code int) {
+	if code == http.StatusNotImplemented {
+		code = http.StatusNotFound
+	}
+	w.ResponseWriter.WriteHeader(code)
+}

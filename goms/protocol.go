@@ -117,3 +117,18 @@ func unknownProcedure(listener, path string) *connect.Error {
 	return connect.NewError(connect.CodeUnimplemented, fmt.Errorf(
 		"%w %s on listener %q: no mounted service serves it", errUnknownProcedure, path, listener))
 }
+
+// rejectNonRPC answers a request that is no RPC at all (a method other
+// than GET and POST, or a POST whose Content-Type is not application/*) on
+// a gRPC-only listener as connect-go's handlers and grpc-go do: 405 with
+// Allow, or 415 with the accepted content types, and no body; clients of
+// every protocol map those statuses to a code.
+func rejectNonRPC(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		w.WriteHeader(http.StatusMethodNotAllowed)
+		return
+	}
+	w.Header().Set("Accept-Post", "application/grpc, application/grpc+proto, application/grpc+json")
+	w.WriteHeader(http.StatusUnsupportedMediaType)
+}
