@@ -25,11 +25,11 @@ import (
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/reversTeam/go-ms/examples/services/gomsservice"
 	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
 	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
 	"github.com/reversTeam/go-ms/goms"
 	"github.com/reversTeam/go-ms/goms/internal/gomstest"
+	"github.com/reversTeam/go-ms/internal/testservice"
 )
 
 // The abuse tests run one after the other, not in parallel, so that the
@@ -44,7 +44,7 @@ const (
 )
 
 // abuseServer is a server with a gateway listener (net/http) and a grpc
-// listener (the grpc engine), the abuse limits, the example services, and
+// listener (the grpc engine), the abuse limits, the test services, and
 // the process's heap and goroutines as they were once it served.
 type abuseServer struct {
 	*gomstest.Running
@@ -401,17 +401,17 @@ func TestIdleConnectionFlood(t *testing.T) {
 // floodID is the item id of the calls of TestStreamFlood.
 const floodID = "f100df100df100d0"
 
-// countingService is the example service whose Get of floodID answers
+// countingService is the test service whose Get of floodID answers
 // once its gate opens, and which records how many such calls run at once.
 type countingService struct {
-	*gomsservice.Service
+	*testservice.GoMs
 	gate          chan struct{}
 	running, peak atomic.Int64
 }
 
 func (s *countingService) Get(ctx context.Context, req *connect.Request[gomsv1.GetRequest]) (*connect.Response[gomsv1.GetResponse], error) {
 	if req.Msg.GetId() != floodID {
-		return s.Service.Get(ctx, req)
+		return s.GoMs.Get(ctx, req)
 	}
 	n := s.running.Add(1)
 	defer s.running.Add(-1)
@@ -437,7 +437,7 @@ func TestStreamFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, listener := range []string{"gateway", "grpc"} {
-		svc := &countingService{Service: gomsservice.New(), gate: make(chan struct{})}
+		svc := &countingService{GoMs: testservice.NewGoMs(), gate: make(chan struct{})}
 		srv := startAbuseServer(t, func(srv *goms.Server) error {
 			return srv.Mount(gomsv1connect.NewGoMsServiceHandler(svc, srv.HandlerOptions()...))
 		})

@@ -18,7 +18,7 @@ import (
 	"github.com/reversTeam/go-ms/goms/internal/gomstest"
 )
 
-// accessFileRun serves the example services with the access log in a file
+// accessFileRun serves the test services with the access log in a file
 // of bufSize bytes of buffer, makes calls calls of Get (for ids that do not
 // exist, so that each record has an error with quotes in it), from 8
 // goroutines, stops the server, and returns the file's records and the

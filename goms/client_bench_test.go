@@ -8,11 +8,11 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/reversTeam/go-ms/examples/services/gomsservice"
 	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
 	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
 	"github.com/reversTeam/go-ms/goms"
 	"github.com/reversTeam/go-ms/goms/internal/gomstest"
+	"github.com/reversTeam/go-ms/internal/testservice"
 )
 
 // BenchmarkClient compares a call through srv.Client to a co-located
@@ -22,7 +22,7 @@ import (
 // getrusage) per call, both sides together, which ns/op (wall time, with
 // the loopback round trip's waits) is not. Compare the cases of one run.
 func BenchmarkClient(b *testing.B) {
-	svc := gomsservice.New()
+	svc := testservice.NewGoMs()
 	srv := gomstest.Start(b, goms.Config{Listeners: []goms.Listener{{Name: "gateway"}}}, func(srv *goms.Server) error {
 		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(svc, srv.HandlerOptions()...))
 	})

@@ -103,7 +103,7 @@ func TestClientLifecycle(t *testing.T) {
 	srv := gomstest.New(t, goms.Config{Listeners: []goms.Listener{{Name: "grpc", Mode: goms.ModeGRPC}}})
 	httpClient, baseURL := srv.Client(gomsv1connect.GoMsServiceName)
 	client := gomsv1connect.NewGoMsServiceClient(httpClient, baseURL, connect.WithGRPC())
-	if err := gomstest.MountExamples(srv, connect.WithGRPC()); err != nil {
+	if err := gomstest.MountTestServices(srv, connect.WithGRPC()); err != nil {
 		t.Fatal(err)
 	}
 	running := gomstest.Serve(t, srv)

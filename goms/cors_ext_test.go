@@ -22,7 +22,7 @@ const (
 	disallowedOrigin = "http://evil.example"
 )
 
-// startCORS serves the example services on an http listener and a
+// startCORS serves the test services on an http listener and a
 // gateway listener with REST, both allowing allowedOrigin, and on an
 // http listener without CORS.
 func startCORS(t *testing.T) *gomstest.Running {

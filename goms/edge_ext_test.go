@@ -15,11 +15,11 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
-	"github.com/reversTeam/go-ms/examples/services/gomsservice"
 	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
 	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
 	"github.com/reversTeam/go-ms/goms"
 	"github.com/reversTeam/go-ms/goms/internal/gomstest"
+	"github.com/reversTeam/go-ms/internal/testservice"
 )
 
 // startEdge starts a backend goms server of cfg with one listener,
@@ -44,7 +44,7 @@ func startEdge(t *testing.T, cfg goms.Config, mount func(*goms.Server) error) *g
 func TestEdge(t *testing.T) {
 	t.Parallel()
 	edge := startEdge(t, goms.Config{}, func(srv *goms.Server) error {
-		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...))
+		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(testservice.NewGoMs(), srv.HandlerOptions()...))
 	})
 
 	for _, p := range []struct {
@@ -120,7 +120,7 @@ func TestEdge(t *testing.T) {
 func TestEdgeStreamEndedEarly(t *testing.T) {
 	t.Parallel()
 	edge := startEdge(t, goms.Config{MaxMessageBytes: 1024}, func(srv *goms.Server) error {
-		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...))
+		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(testservice.NewGoMs(), srv.HandlerOptions()...))
 	})
 
 	for _, opt := range []connect.ClientOption{connect.WithGRPC(), connect.WithProtoJSON()} {

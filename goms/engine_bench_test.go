@@ -7,11 +7,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/reversTeam/go-ms/examples/services/gomsservice"
 	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
 	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
 	"github.com/reversTeam/go-ms/goms"
 	"github.com/reversTeam/go-ms/goms/internal/gomstest"
+	"github.com/reversTeam/go-ms/internal/testservice"
 )
 
 // BenchmarkEngines compares the two engines of a grpc-mode listener under
@@ -31,7 +31,7 @@ func BenchmarkEngines(b *testing.B) {
 		{"grpc/min_body_rate=off", goms.EngineGRPC, -1},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			svc := gomsservice.New()
+			svc := testservice.NewGoMs()
 			srv := gomstest.Start(b, goms.Config{
 				Listeners: []goms.Listener{{Name: "grpc", Mode: goms.ModeGRPC, Engine: c.engine, MinBodyRate: c.rate}},
 			}, func(srv *goms.Server) error {

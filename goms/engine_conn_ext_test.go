@@ -92,7 +92,7 @@ func readGRPCStatus(fr *http2.Framer, id uint32) (string, error) {
 	}
 }
 
-// connAttackServer serves the examples on a gateway and a grpc listener.
+// connAttackServer serves the test services on a gateway and a grpc listener.
 func connAttackServer(t *testing.T, cfg goms.Config) *gomstest.Running {
 	t.Helper()
 	if len(cfg.Listeners) == 0 {

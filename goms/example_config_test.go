@@ -10,10 +10,10 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/reversTeam/go-ms/examples/services/gomsservice"
 	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
 	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
 	"github.com/reversTeam/go-ms/goms"
+	"github.com/reversTeam/go-ms/internal/testservice"
 )
 
 func ExampleLoadConfig() {
@@ -73,7 +73,7 @@ func ExampleAuth() {
 		fmt.Println(err)
 		return
 	}
-	if err := srv.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...)); err != nil {
+	if err := srv.Mount(gomsv1connect.NewGoMsServiceHandler(testservice.NewGoMs(), srv.HandlerOptions()...)); err != nil {
 		fmt.Println(err)
 		return
 	}
@@ -115,7 +115,7 @@ func ExampleMethodConfig() {
 		fmt.Println(err)
 		return
 	}
-	if err := srv.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...)); err != nil {
+	if err := srv.Mount(gomsv1connect.NewGoMsServiceHandler(testservice.NewGoMs(), srv.HandlerOptions()...)); err != nil {
 		fmt.Println(err)
 		return
 	}
@@ -146,7 +146,7 @@ func ExampleRemote() {
 		fmt.Println(err)
 		return
 	}
-	if err := backend.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), backend.HandlerOptions()...)); err != nil {
+	if err := backend.Mount(gomsv1connect.NewGoMsServiceHandler(testservice.NewGoMs(), backend.HandlerOptions()...)); err != nil {
 		fmt.Println(err)
 		return
 	}

@@ -12,10 +12,10 @@ import (
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 
-	"github.com/reversTeam/go-ms/examples/services/gomsservice"
 	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
 	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
 	"github.com/reversTeam/go-ms/goms"
+	"github.com/reversTeam/go-ms/internal/testservice"
 )
 
 // startExample listens and serves srv in the background; the returned
@@ -56,7 +56,7 @@ func ExampleNew() {
 		fmt.Println(err)
 		return
 	}
-	if err := srv.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...)); err != nil {
+	if err := srv.Mount(gomsv1connect.NewGoMsServiceHandler(testservice.NewGoMs(), srv.HandlerOptions()...)); err != nil {
 		fmt.Println(err)
 		return
 	}
@@ -100,7 +100,7 @@ func ExampleServer_Mount() {
 		return
 	}
 	// An RPC service, from its generated constructor...
-	if err := srv.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...)); err != nil {
+	if err := srv.Mount(gomsv1connect.NewGoMsServiceHandler(testservice.NewGoMs(), srv.HandlerOptions()...)); err != nil {
 		fmt.Println(err)
 		return
 	}
@@ -158,7 +158,7 @@ func ExampleMode() {
 		fmt.Println(err)
 		return
 	}
-	if err := srv.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...)); err != nil {
+	if err := srv.Mount(gomsv1connect.NewGoMsServiceHandler(testservice.NewGoMs(), srv.HandlerOptions()...)); err != nil {
 		fmt.Println(err)
 		return
 	}
@@ -243,7 +243,7 @@ func ExampleServer_Client() {
 		fmt.Println(err)
 		return
 	}
-	if err := srv.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...)); err != nil {
+	if err := srv.Mount(gomsv1connect.NewGoMsServiceHandler(testservice.NewGoMs(), srv.HandlerOptions()...)); err != nil {
 		fmt.Println(err)
 		return
 	}

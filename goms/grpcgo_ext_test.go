@@ -52,7 +52,7 @@ func wantStatus(t *testing.T, err error, code codes.Code, parts ...string) {
 	}
 }
 
-// TestGRPCGoClient calls the example services with grpc-go, whose HTTP/2
+// TestGRPCGoClient calls the test services with grpc-go, whose HTTP/2
 // client differs from net/http's, on both engines of a grpc-mode listener.
 // The child service reaches its parent through srv.Client over gRPC, so
 // the missing parent's NotFound comes back as FailedPrecondition.

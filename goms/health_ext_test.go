@@ -71,7 +71,7 @@ func TestHealth(t *testing.T) {
 	srv := gomstest.Start(t, allModes(), func(srv *goms.Server) error {
 		// Set before Serve: Serve must keep it instead of SERVING.
 		srv.SetHealth(childv1connect.ChildServiceName, grpchealth.StatusNotServing)
-		return gomstest.MountExamples(srv, connect.WithGRPC())
+		return gomstest.MountTestServices(srv, connect.WithGRPC())
 	})
 	conn := dialGRPC(t, srv.Addr("grpc"))
 
@@ -205,7 +205,7 @@ func TestHealthDuringShutdown(t *testing.T) {
 		ShutdownTimeout: time.Second,
 	}, func(srv *goms.Server) error {
 		srv.SetHealth("custom.v1.Extra", grpchealth.StatusServing)
-		return gomstest.MountExamples(srv, connect.WithGRPC())
+		return gomstest.MountTestServices(srv, connect.WithGRPC())
 	})
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()

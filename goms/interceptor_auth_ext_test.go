@@ -232,7 +232,7 @@ func TestAuthConfigErrors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := gomstest.MountExamples(srv); err != nil {
+			if err := gomstest.MountTestServices(srv); err != nil {
 				t.Fatal(err)
 			}
 			err = srv.Listen()

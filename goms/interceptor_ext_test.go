@@ -224,7 +224,7 @@ func TestInterceptorSelectionErrors(t *testing.T) {
 			if err != nil {
 				t.Fatalf("New: %v", err)
 			}
-			if err := gomstest.MountExamples(srv); err != nil {
+			if err := gomstest.MountTestServices(srv); err != nil {
 				t.Fatal(err)
 			}
 			err = srv.Listen()

@@ -12,25 +12,25 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/reversTeam/go-ms/examples/services/gomsservice"
 	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
 	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
 	"github.com/reversTeam/go-ms/goms"
 	"github.com/reversTeam/go-ms/goms/internal/gomstest"
+	"github.com/reversTeam/go-ms/internal/testservice"
 )
 
 // slowDelay is how long slowService takes to create items named "slow…".
 const slowDelay = 300 * time.Millisecond
 
-// slowService is the example service whose Create takes slowDelay for
+// slowService is the test service whose Create takes slowDelay for
 // names that start with "slow", and tells when such a call has started.
 type slowService struct {
-	*gomsservice.Service
+	*testservice.GoMs
 	started chan struct{}
 }
 
 func newSlowService() *slowService {
-	return &slowService{Service: gomsservice.New(), started: make(chan struct{}, 1)}
+	return &slowService{GoMs: testservice.NewGoMs(), started: make(chan struct{}, 1)}
 }
 
 func (s *slowService) Create(ctx context.Context, req *connect.Request[gomsv1.CreateRequest]) (*connect.Response[gomsv1.CreateResponse], error) {
@@ -45,7 +45,7 @@ func (s *slowService) Create(ctx context.Context, req *connect.Request[gomsv1.Cr
 			return nil, ctx.Err()
 		}
 	}
-	return s.Service.Create(ctx, req)
+	return s.GoMs.Create(ctx, req)
 }
 
 // waitRefused waits until nothing accepts connections on addr any more.

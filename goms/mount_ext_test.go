@@ -9,11 +9,11 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/reversTeam/go-ms/examples/services/gomsservice"
 	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
 	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
 	"github.com/reversTeam/go-ms/goms"
 	"github.com/reversTeam/go-ms/goms/internal/gomstest"
+	"github.com/reversTeam/go-ms/internal/testservice"
 )
 
 // TestMountOn checks that a service mounted on some listeners is served
@@ -22,7 +22,7 @@ import (
 func TestMountOn(t *testing.T) {
 	t.Parallel()
 	srv := gomstest.Start(t, goms.Config{Listeners: []goms.Listener{{Name: "a"}, {Name: "b"}, {Name: "c"}}}, func(srv *goms.Server) error {
-		path, handler := gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...)
+		path, handler := gomsv1connect.NewGoMsServiceHandler(testservice.NewGoMs(), srv.HandlerOptions()...)
 		return srv.MountOn([]string{"b", "c"}, path, handler)
 	})
 	for _, c := range []struct {
@@ -120,10 +120,10 @@ func TestMountErrors(t *testing.T) {
 		{"nested-service-path", func(s *goms.Server) error { return s.Mount("/a.B/c/", handler) }, "fully-qualified"},
 		{"nil-handler", func(s *goms.Server) error { return s.Mount("/metrics", nil) }, "nil handler"},
 		{"duplicate", func(s *goms.Server) error {
-			if err := s.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New())); err != nil {
+			if err := s.Mount(gomsv1connect.NewGoMsServiceHandler(testservice.NewGoMs())); err != nil {
 				return err
 			}
-			return s.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New()))
+			return s.Mount(gomsv1connect.NewGoMsServiceHandler(testservice.NewGoMs()))
 		}, `"/goms.v1.GoMsService/": already mounted on listener "a"`},
 		{"duplicate-on-one-listener", func(s *goms.Server) error {
 			if err := s.MountOn([]string{"b"}, "/metrics", handler); err != nil {
@@ -167,7 +167,7 @@ func TestMountAfterListen(t *testing.T) {
 	if err := srv.Listen(); err != nil {
 		t.Fatalf("Listen: %v", err)
 	}
-	err := srv.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New()))
+	err := srv.Mount(gomsv1connect.NewGoMsServiceHandler(testservice.NewGoMs()))
 	if err == nil || !strings.Contains(err.Error(), "already listens") {
 		t.Errorf("Mount after Listen: %v, want an error", err)
 	}

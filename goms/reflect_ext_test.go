@@ -175,7 +175,7 @@ func TestReflection(t *testing.T) {
 // services each lists, under Config.Reflection and MountOn.
 func TestReflectionConfig(t *testing.T) {
 	t.Parallel()
-	gomsHandler := func(srv *goms.Server) error { return gomstest.MountExamples(srv, connect.WithGRPC()) }
+	gomsHandler := func(srv *goms.Server) error { return gomstest.MountTestServices(srv, connect.WithGRPC()) }
 	cases := []struct {
 		name       string
 		reflection goms.Reflection
@@ -202,7 +202,7 @@ func TestReflectionConfig(t *testing.T) {
 		{
 			name: "mount-on",
 			mount: func(srv *goms.Server) error {
-				if err := gomstest.MountExamples(srv, connect.WithGRPC()); err != nil {
+				if err := gomstest.MountTestServices(srv, connect.WithGRPC()); err != nil {
 					return err
 				}
 				// A third service, on "b" only. Its descriptor is not

@@ -12,14 +12,13 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/reversTeam/go-ms/examples/services/childservice"
-	"github.com/reversTeam/go-ms/examples/services/gomsservice"
 	childv1 "github.com/reversTeam/go-ms/gen/child/v1"
 	"github.com/reversTeam/go-ms/gen/child/v1/childv1connect"
 	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
 	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
 	"github.com/reversTeam/go-ms/goms"
 	"github.com/reversTeam/go-ms/goms/internal/gomstest"
+	"github.com/reversTeam/go-ms/internal/testservice"
 )
 
 // replicaService answers Get with its own name as the item name, so that
@@ -199,7 +198,7 @@ func TestRemoteMatchesInProcess(t *testing.T) {
 	t.Parallel()
 	// goms alone, reachable over the network.
 	gomsRun := gomstest.Start(t, goms.Config{Listeners: []goms.Listener{{Name: "grpc", Mode: goms.ModeGRPC}}}, func(srv *goms.Server) error {
-		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...))
+		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(testservice.NewGoMs(), srv.HandlerOptions()...))
 	})
 	// child with goms remote.
 	remoteChild := gomstest.Start(t, goms.Config{
@@ -208,11 +207,11 @@ func TestRemoteMatchesInProcess(t *testing.T) {
 	}, func(srv *goms.Server) error {
 		hc, url := srv.Client(gomsv1connect.GoMsServiceName)
 		parents := gomsv1connect.NewGoMsServiceClient(hc, url, append(srv.ClientOptions(), connect.WithGRPC())...)
-		return srv.Mount(childv1connect.NewChildServiceHandler(childservice.New(parents), srv.HandlerOptions()...))
+		return srv.Mount(childv1connect.NewChildServiceHandler(testservice.NewChild(parents), srv.HandlerOptions()...))
 	})
 	// child and goms in one process.
 	localChild := gomstest.Start(t, goms.Config{Listeners: []goms.Listener{{Name: "gateway"}}}, func(srv *goms.Server) error {
-		return gomstest.MountExamples(srv, connect.WithGRPC())
+		return gomstest.MountTestServices(srv, connect.WithGRPC())
 	})
 
 	for _, c := range []struct {
@@ -294,7 +293,7 @@ func TestRemoteConfigErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := srv.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...)); err != nil {
+		if err := srv.Mount(gomsv1connect.NewGoMsServiceHandler(testservice.NewGoMs(), srv.HandlerOptions()...)); err != nil {
 			t.Fatal(err)
 		}
 		err = srv.Listen()
@@ -315,7 +314,7 @@ func TestServices(t *testing.T) {
 		Listeners: []goms.Listener{{Name: "gateway"}},
 		Services:  []string{childv1connect.ChildServiceName},
 		Remotes:   []goms.Remote{{Name: "goms", Service: gomsv1connect.GoMsServiceName, Targets: []string{"127.0.0.1:1"}}},
-	}, func(srv *goms.Server) error { return gomstest.MountExamples(srv, connect.WithGRPC()) })
+	}, func(srv *goms.Server) error { return gomstest.MountTestServices(srv, connect.WithGRPC()) })
 	parents := gomsv1connect.NewGoMsServiceClient(gomstest.H2C(t), run.URL("gateway"))
 	_, err := parents.List(t.Context(), connect.NewRequest(&gomsv1.ListRequest{}))
 	gomstest.WantError(t, err, connect.CodeUnimplemented)
@@ -335,7 +334,7 @@ func TestServices(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := srv.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...)); err != nil {
+		if err := srv.Mount(gomsv1connect.NewGoMsServiceHandler(testservice.NewGoMs(), srv.HandlerOptions()...)); err != nil {
 			t.Fatal(err)
 		}
 		err = srv.Listen()

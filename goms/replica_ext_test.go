@@ -274,7 +274,7 @@ type accessRecord struct {
 // mib formats a byte count in MiB.
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
-// rpcClient calls the example service in one protocol, with connect-go or
+// rpcClient calls the test service in one protocol, with connect-go or
 // grpc-go.
 type rpcClient struct {
 	name string

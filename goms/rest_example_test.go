@@ -7,9 +7,9 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/reversTeam/go-ms/examples/services/gomsservice"
 	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
 	"github.com/reversTeam/go-ms/goms"
+	"github.com/reversTeam/go-ms/internal/testservice"
 )
 
 // ExampleListener_rest serves the google.api.http routes of goms.v1
@@ -23,7 +23,7 @@ func ExampleListener_rest() {
 		fmt.Println(err)
 		return
 	}
-	if err := srv.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...)); err != nil {
+	if err := srv.Mount(gomsv1connect.NewGoMsServiceHandler(testservice.NewGoMs(), srv.HandlerOptions()...)); err != nil {
 		fmt.Println(err)
 		return
 	}
@@ -71,7 +71,7 @@ func ExampleCORS() {
 		fmt.Println(err)
 		return
 	}
-	if err := srv.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...)); err != nil {
+	if err := srv.Mount(gomsv1connect.NewGoMsServiceHandler(testservice.NewGoMs(), srv.HandlerOptions()...)); err != nil {
 		fmt.Println(err)
 		return
 	}

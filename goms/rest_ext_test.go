@@ -23,7 +23,7 @@ import (
 // restToken is the bearer token the REST tests' servers require for Delete.
 const restToken = "rest-secret"
 
-// startREST serves the example services on an http-mode and a
+// startREST serves the test services on an http-mode and a
 // gateway-mode listener with REST on, and a grpc-mode listener, with
 // Delete behind a bearer token so that the tests see the interceptors run
 // for REST calls too.

@@ -13,13 +13,13 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/reversTeam/go-ms/examples/services/gomsservice"
 	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
 	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
 	"github.com/reversTeam/go-ms/goms"
 	"github.com/reversTeam/go-ms/goms/prom"
 	"github.com/reversTeam/go-ms/goms/tracing"
 	"github.com/reversTeam/go-ms/goms/validate"
+	"github.com/reversTeam/go-ms/internal/testservice"
 )
 
 // BenchmarkDefaultStack measures the server-side cost of goms's
@@ -28,7 +28,7 @@ import (
 // client, so that ns/op and allocs/op are the handler's alone. Compare
 // each case with bare-connect, a handler built without options.
 func BenchmarkDefaultStack(b *testing.B) {
-	svc := gomsservice.New()
+	svc := testservice.NewGoMs()
 	created, err := svc.Create(b.Context(), connect.NewRequest(&gomsv1.CreateRequest{Name: "bench"}))
 	if err != nil {
 		b.Fatal(err)

@@ -7,11 +7,11 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/reversTeam/go-ms/examples/services/gomsservice"
 	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
 	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
 	"github.com/reversTeam/go-ms/goms"
 	"github.com/reversTeam/go-ms/goms/gomstest"
+	"github.com/reversTeam/go-ms/internal/testservice"
 )
 
 // A test starts a server on a loopback port with its handlers mounted, and
@@ -19,7 +19,7 @@ import (
 func Example() {
 	t := &testing.T{} // in a test, the *testing.T it is given
 	ts := gomstest.Start(t, goms.Config{}, func(srv *goms.Server) error {
-		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...))
+		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(testservice.NewGoMs(), srv.HandlerOptions()...))
 	})
 	defer ts.Stop() // what the test's cleanup does
 	ctx := context.Background()

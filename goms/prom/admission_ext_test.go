@@ -7,12 +7,12 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/reversTeam/go-ms/examples/services/gomsservice"
 	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
 	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
 	"github.com/reversTeam/go-ms/goms"
 	"github.com/reversTeam/go-ms/goms/internal/gomstest"
 	"github.com/reversTeam/go-ms/goms/prom"
+	"github.com/reversTeam/go-ms/internal/testservice"
 )
 
 // TestAdmissionMetrics checks the series of admission decisions and the
@@ -32,7 +32,7 @@ func TestAdmissionMetrics(t *testing.T) {
 			gomsv1connect.GoMsServiceName + "/Get":  {RateLimit: goms.RateLimit{Rate: 0.1, Burst: 1}},
 		}},
 	}, func(srv *goms.Server) error {
-		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...))
+		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(testservice.NewGoMs(), srv.HandlerOptions()...))
 	})
 	client := gomsv1connect.NewGoMsServiceClient(gomstest.H2C(t), run.URL("gateway"), connect.WithGRPC())
 	for range 2 { // no deadline: the default

@@ -13,8 +13,6 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/reversTeam/go-ms/examples/services/childservice"
-	"github.com/reversTeam/go-ms/examples/services/gomsservice"
 	childv1 "github.com/reversTeam/go-ms/gen/child/v1"
 	"github.com/reversTeam/go-ms/gen/child/v1/childv1connect"
 	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
@@ -22,18 +20,19 @@ import (
 	"github.com/reversTeam/go-ms/goms"
 	"github.com/reversTeam/go-ms/goms/internal/gomstest"
 	"github.com/reversTeam/go-ms/goms/prom"
+	"github.com/reversTeam/go-ms/internal/testservice"
 )
 
 // panicky is the example GoMsService, but Get panics for the id "panic".
 type panicky struct {
-	*gomsservice.Service
+	*testservice.GoMs
 }
 
 func (p panicky) Get(ctx context.Context, req *connect.Request[gomsv1.GetRequest]) (*connect.Response[gomsv1.GetResponse], error) {
 	if req.Msg.GetId() == "panic" {
 		panic("boom")
 	}
-	return p.Service.Get(ctx, req)
+	return p.GoMs.Get(ctx, req)
 }
 
 type protocol struct {
@@ -71,8 +70,8 @@ func TestMetrics(t *testing.T) {
 		httpClient, baseURL := srv.Client(gomsv1connect.GoMsServiceName)
 		parents := gomsv1connect.NewGoMsServiceClient(httpClient, baseURL, append(srv.ClientOptions(), connect.WithGRPC())...)
 		return errors.Join(
-			srv.Mount(gomsv1connect.NewGoMsServiceHandler(panicky{gomsservice.New()}, srv.HandlerOptions()...)),
-			srv.Mount(childv1connect.NewChildServiceHandler(childservice.New(parents), srv.HandlerOptions()...)),
+			srv.Mount(gomsv1connect.NewGoMsServiceHandler(panicky{testservice.NewGoMs()}, srv.HandlerOptions()...)),
+			srv.Mount(childv1connect.NewChildServiceHandler(testservice.NewChild(parents), srv.HandlerOptions()...)),
 		)
 	})
 

@@ -9,12 +9,12 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/reversTeam/go-ms/examples/services/gomsservice"
 	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
 	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
 	"github.com/reversTeam/go-ms/goms"
 	"github.com/reversTeam/go-ms/goms/internal/gomstest"
 	"github.com/reversTeam/go-ms/goms/prom"
+	"github.com/reversTeam/go-ms/internal/testservice"
 )
 
 // TestObserveRemotes calls a remote service and reads the remote's series
@@ -22,7 +22,7 @@ import (
 func TestObserveRemotes(t *testing.T) {
 	t.Parallel()
 	backend := gomstest.Start(t, goms.Config{Listeners: []goms.Listener{{Name: "grpc", Mode: goms.ModeGRPC}}}, func(srv *goms.Server) error {
-		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...))
+		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(testservice.NewGoMs(), srv.HandlerOptions()...))
 	})
 	metrics, err := prom.New()
 	if err != nil {

@@ -20,8 +20,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/reversTeam/go-ms/examples/services/childservice"
-	"github.com/reversTeam/go-ms/examples/services/gomsservice"
 	childv1 "github.com/reversTeam/go-ms/gen/child/v1"
 	"github.com/reversTeam/go-ms/gen/child/v1/childv1connect"
 	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
@@ -29,6 +27,7 @@ import (
 	"github.com/reversTeam/go-ms/goms"
 	"github.com/reversTeam/go-ms/goms/internal/gomstest"
 	"github.com/reversTeam/go-ms/goms/tracing"
+	"github.com/reversTeam/go-ms/internal/testservice"
 )
 
 // span is a received span with the service that sent it.
@@ -186,7 +185,7 @@ func TestTraceAcrossProcesses(t *testing.T) {
 		Listeners: []goms.Listener{{Name: "gateway"}},
 		Plugins:   []goms.Plugin{gomsTracing},
 	}, func(srv *goms.Server) error {
-		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...))
+		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(testservice.NewGoMs(), srv.HandlerOptions()...))
 	})
 	parent, err := gomsv1connect.NewGoMsServiceClient(gomstest.HTTP1(t), gomsRun.URL("gateway")).
 		Create(t.Context(), connect.NewRequest(&gomsv1.CreateRequest{Name: "parent"}))
@@ -203,7 +202,7 @@ func TestTraceAcrossProcesses(t *testing.T) {
 			// A client of another process: the server's client options
 			// carry the trace on.
 			parents := gomsv1connect.NewGoMsServiceClient(p.client(t), gomsRun.URL("gateway"), append(srv.ClientOptions(), p.opts...)...)
-			return srv.Mount(childv1connect.NewChildServiceHandler(childservice.New(parents), srv.HandlerOptions()...))
+			return srv.Mount(childv1connect.NewChildServiceHandler(testservice.NewChild(parents), srv.HandlerOptions()...))
 		})
 		client := childv1connect.NewChildServiceClient(p.client(t), childRun.URL("gateway"),
 			append([]connect.ClientOption{connect.WithInterceptors(edge.ClientInterceptor())}, p.opts...)...)

@@ -1,6 +1,6 @@
 // Package gomstest is goms's own test kit: the public one,
-// goms/gomstest, with the example services mounted by default, and
-// helpers for their Watch stream.
+// goms/gomstest, with internal/testservice's services mounted by default,
+// and helpers for their Watch stream.
 package gomstest
 
 import (
@@ -16,13 +16,12 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/reversTeam/go-ms/examples/services/childservice"
-	"github.com/reversTeam/go-ms/examples/services/gomsservice"
 	"github.com/reversTeam/go-ms/gen/child/v1/childv1connect"
 	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
 	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
 	"github.com/reversTeam/go-ms/goms"
 	"github.com/reversTeam/go-ms/goms/gomstest"
+	"github.com/reversTeam/go-ms/internal/testservice"
 )
 
 // Running is a server that Serve started: the public kit's Server.
@@ -34,26 +33,24 @@ func New(tb testing.TB, cfg goms.Config) *goms.Server {
 	return gomstest.New(tb, cfg)
 }
 
-// MountExamples mounts goms.v1.GoMsService and child.v1.ChildService on
-// every listener of srv, as examples/internal/app.MountAll does (which
-// goms's tests cannot import: it is internal to examples). ChildService
-// reaches GoMsService through srv.Client with srv.ClientOptions and
-// clientOpts.
-func MountExamples(srv *goms.Server, clientOpts ...connect.ClientOption) error {
+// MountTestServices mounts internal/testservice's goms.v1.GoMsService and
+// child.v1.ChildService on every listener of srv. ChildService reaches
+// GoMsService through srv.Client with srv.ClientOptions and clientOpts.
+func MountTestServices(srv *goms.Server, clientOpts ...connect.ClientOption) error {
 	httpClient, baseURL := srv.Client(gomsv1connect.GoMsServiceName)
 	parents := gomsv1connect.NewGoMsServiceClient(httpClient, baseURL, append(srv.ClientOptions(), clientOpts...)...)
 	return errors.Join(
-		srv.Mount(gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...)),
-		srv.Mount(childv1connect.NewChildServiceHandler(childservice.New(parents), srv.HandlerOptions()...)),
+		srv.Mount(gomsv1connect.NewGoMsServiceHandler(testservice.NewGoMs(), srv.HandlerOptions()...)),
+		srv.Mount(childv1connect.NewChildServiceHandler(testservice.NewChild(parents), srv.HandlerOptions()...)),
 	)
 }
 
-// Start is gomstest.Start, where a nil mount mounts the example services,
+// Start is gomstest.Start, where a nil mount mounts the test services,
 // the child calling its parent over gRPC.
 func Start(tb testing.TB, cfg goms.Config, mount func(*goms.Server) error) *Running {
 	tb.Helper()
 	if mount == nil {
-		mount = func(srv *goms.Server) error { return MountExamples(srv, connect.WithGRPC()) }
+		mount = func(srv *goms.Server) error { return MountTestServices(srv, connect.WithGRPC()) }
 	}
 	return gomstest.Start(tb, cfg, mount)
 }

@@ -1,6 +1,6 @@
 // Command server is the goms server that the fault and load tests of
 // package goms run as a separate process, so that they can signal it and
-// measure its memory: the example services on four loopback listeners
+// measure its memory: the test services on four loopback listeners
 // (gRPC on each engine, Connect and gRPC-Web, and an admin listener with
 // pprof), every port chosen by the system.
 //
@@ -35,10 +35,10 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/reversTeam/go-ms/examples/services/gomsservice"
 	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
 	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
 	"github.com/reversTeam/go-ms/goms"
+	"github.com/reversTeam/go-ms/internal/testservice"
 )
 
 func main() {
@@ -86,7 +86,7 @@ func run(cfg goms.Config, createDelay time.Duration, noService bool) error {
 	if err != nil {
 		return err
 	}
-	svc := &delayedService{Service: gomsservice.New(), delay: createDelay}
+	svc := &delayedService{GoMs: testservice.NewGoMs(), delay: createDelay}
 	var f fault
 	if !noService {
 		opts := append(srv.HandlerOptions(), connect.WithInterceptors(&f))
@@ -111,10 +111,10 @@ func run(cfg goms.Config, createDelay time.Duration, noService bool) error {
 	return srv.Serve(ctx)
 }
 
-// delayedService is the example service whose Create takes delay, or
+// delayedService is the test service whose Create takes delay, or
 // less when its caller gives up or the server cuts it.
 type delayedService struct {
-	*gomsservice.Service
+	*testservice.GoMs
 	delay time.Duration
 }
 
@@ -128,7 +128,7 @@ func (s *delayedService) Create(ctx context.Context, req *connect.Request[gomsv1
 			return nil, ctx.Err()
 		}
 	}
-	return s.Service.Create(ctx, req)
+	return s.GoMs.Create(ctx, req)
 }
 
 // fault is what the admin route /fault makes the service's calls do.
