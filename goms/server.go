@@ -127,58 +127,74 @@ func New(cfg Config) (_ *Server, err error) {
 	dispatch.edge = true
 	s.edgeHandlerOpts = handlerOptions(cfg.MaxMessageBytes, dispatch)
 	s.clientOpts = []connect.ClientOption{connect.WithInterceptors(s.chains.client...)}
-	for _, lc := range cfg.Listeners {
-		lc, tlsConfig, err := lc.check()
-		if err != nil {
-			return nil, err
-		}
-		if s.listener(lc.Name) != nil {
-			return nil, fmt.Errorf("goms: listener %q: name used twice", lc.Name)
-		}
-		s.listeners = append(s.listeners, newListener(s, lc, tlsConfig))
-	}
-	if cfg.Admin.Addr != "" {
-		lc, _, err := Listener{Name: adminListener, Addr: cfg.Admin.Addr}.check()
-		if err != nil {
-			return nil, fmt.Errorf("goms: admin: %w", err)
-		}
-		if s.listener(adminListener) != nil {
-			return nil, fmt.Errorf("goms: listener %q: the name is reserved for the admin listener", adminListener)
-		}
-		l := newListener(s, lc, nil)
-		l.admin = true
-		s.listeners = append(s.listeners, l)
-	}
-	s.remotes = make(map[string]*remote)
-	s.offered = make(map[string]bool)
-	names := make(map[string]bool)
-	for _, rc := range cfg.Remotes {
-		if names[rc.Name] {
-			s.closeRemotes()
-			return nil, fmt.Errorf("goms: remote %q: name used twice", rc.Name)
-		}
-		if _, dup := s.remotes[rc.Service]; dup {
-			s.closeRemotes()
-			return nil, fmt.Errorf("goms: remote %q: service %s already has a remote", rc.Name, rc.Service)
-		}
-		r, err := newRemote(s, rc)
-		if err != nil {
-			s.closeRemotes()
-			return nil, err
-		}
-		names[rc.Name] = true
-		s.remotes[rc.Service] = r
+	if err := s.addListeners(); err != nil {
+		return nil, err
 	}
 	for _, name := range cfg.Reflection.Listeners {
 		if s.listener(name) == nil {
-			s.closeRemotes()
 			return nil, fmt.Errorf("goms: reflection.listeners: unknown listener %q (have %s)", name, s.listenerNames())
 		}
+	}
+	s.offered = make(map[string]bool)
+	if err := s.addRemotes(); err != nil {
+		s.closeRemotes()
+		return nil, err
 	}
 	if s.status != nil {
 		s.status.listeners, s.status.remotes, s.status.config = s.listeners, s.remotes, cfg.Remotes
 	}
 	return s, nil
+}
+
+// addListeners makes the listeners of the configuration, the admin one
+// last.
+func (s *Server) addListeners() error {
+	for _, lc := range s.cfg.Listeners {
+		lc, tlsConfig, err := lc.check()
+		if err != nil {
+			return err
+		}
+		if s.listener(lc.Name) != nil {
+			return fmt.Errorf("goms: listener %q: name used twice", lc.Name)
+		}
+		s.listeners = append(s.listeners, newListener(s, lc, tlsConfig))
+	}
+	if s.cfg.Admin.Addr == "" {
+		return nil
+	}
+	lc, _, err := Listener{Name: adminListener, Addr: s.cfg.Admin.Addr}.check()
+	if err != nil {
+		return fmt.Errorf("goms: admin: %w", err)
+	}
+	if s.listener(adminListener) != nil {
+		return fmt.Errorf("goms: listener %q: the name is reserved for the admin listener", adminListener)
+	}
+	l := newListener(s, lc, nil)
+	l.admin = true
+	s.listeners = append(s.listeners, l)
+	return nil
+}
+
+// addRemotes makes the clients of Config.Remotes; each connects at its
+// first call.
+func (s *Server) addRemotes() error {
+	s.remotes = make(map[string]*remote)
+	names := make(map[string]bool)
+	for _, rc := range s.cfg.Remotes {
+		if names[rc.Name] {
+			return fmt.Errorf("goms: remote %q: name used twice", rc.Name)
+		}
+		if _, dup := s.remotes[rc.Service]; dup {
+			return fmt.Errorf("goms: remote %q: service %s already has a remote", rc.Name, rc.Service)
+		}
+		r, err := newRemote(s, rc)
+		if err != nil {
+			return err
+		}
+		names[rc.Name] = true
+		s.remotes[rc.Service] = r
+	}
+	return nil
 }
 
 // HandlerOptions returns the connect handler options every handler mounted

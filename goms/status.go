@@ -336,23 +336,7 @@ func (st *statusBoard) doc() statusDoc {
 			RateLimited: st.log.rateLimited.Load(),
 		},
 	}
-	for _, l := range st.listeners {
-		ls := listenerStatus{
-			Name: l.Name, Address: l.Addr, Mode: string(l.Mode), Engine: string(l.Engine),
-			TLS: l.tlsConfig != nil, Admin: l.admin,
-			Connections: l.conns.Load(),
-		}
-		if n, ok := l.admission.calls(); ok && !l.admin {
-			ls.InFlight = &n
-		}
-		if a := l.bound.Load(); a != nil {
-			ls.Address = *a
-		}
-		if l.admin {
-			ls.Mode = ""
-		}
-		d.Listeners = append(d.Listeners, ls)
-	}
+	d.Listeners = st.listenerStatuses()
 
 	// Calls of the window: now against the oldest snapshot.
 	var calls map[callKey]methodStatus
@@ -414,7 +398,39 @@ func (st *statusBoard) doc() statusDoc {
 	}
 	slices.SortFunc(d.Clients, func(a, b methodStatus) int { return strings.Compare(a.Procedure, b.Procedure) })
 
-	d.Remotes = []remoteStatus{}
+	d.Remotes = st.remoteStatuses()
+	for _, r := range d.Remotes {
+		d.Admission.Throttled += r.Throttled
+	}
+	return d
+}
+
+// listenerStatuses reports the listeners, in the configuration's order.
+func (st *statusBoard) listenerStatuses() []listenerStatus {
+	var out []listenerStatus
+	for _, l := range st.listeners {
+		ls := listenerStatus{
+			Name: l.Name, Address: l.Addr, Mode: string(l.Mode), Engine: string(l.Engine),
+			TLS: l.tlsConfig != nil, Admin: l.admin,
+			Connections: l.conns.Load(),
+		}
+		if n, ok := l.admission.calls(); ok && !l.admin {
+			ls.InFlight = &n
+		}
+		if a := l.bound.Load(); a != nil {
+			ls.Address = *a
+		}
+		if l.admin {
+			ls.Mode = ""
+		}
+		out = append(out, ls)
+	}
+	return out
+}
+
+// remoteStatuses reports the remotes, in the configuration's order.
+func (st *statusBoard) remoteStatuses() []remoteStatus {
+	out := []remoteStatus{}
 	for _, r := range remotesStatus(st.config, st.remotes) {
 		rs := remoteStatus{
 			Name: r.Name, Service: r.Service, Expose: []string{},
@@ -434,10 +450,9 @@ func (st *statusBoard) doc() statusDoc {
 				LatencyMs: float64(ep.Latency) / float64(time.Millisecond),
 			})
 		}
-		d.Admission.Throttled += r.Throttled
-		d.Remotes = append(d.Remotes, rs)
+		out = append(out, rs)
 	}
-	return d
+	return out
 }
 
 // since returns the calls of c since base (nil: none before), over secs
