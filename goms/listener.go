@@ -277,8 +277,8 @@ type listener struct {
 	Listener
 	tlsConfig *tls.Config
 	mux       mux
-	http      *http.Server
-	grpc      *grpcEngine // nil unless Engine is EngineGRPC
+	http      *http.Server // nil with the grpc engine, which has its own
+	grpc      *grpcEngine  // nil unless Engine is EngineGRPC
 	// workers run the net/http server's HTTP/2 requests.
 	workers *workers
 	admin   bool // the admin listener
@@ -313,9 +313,10 @@ func newListener(s *Server, cfg Listener, tlsConfig *tls.Config) *listener {
 	}
 	l.cors = cfg.CORS.handler(cfg.REST, http.HandlerFunc(l.handle))
 	l.workers = newWorkers()
-	l.http = l.newHTTPServer(s)
 	if cfg.Engine == EngineGRPC {
 		l.grpc = newGRPCEngine(s, l)
+	} else {
+		l.http = l.newHTTPServer(s)
 	}
 	return l
 }
