@@ -319,6 +319,25 @@ func (r *remote) check() error {
 	case r.RetryBudget == 0:
 		r.RetryBudget = defaultRetryBudget
 	}
+	if err := r.addMethods(); err != nil {
+		return err
+	}
+	for i, mc := range r.Methods {
+		if err := r.configureMethod(fmt.Sprintf("methods[%d]", i), mc); err != nil {
+			return err
+		}
+	}
+	for _, m := range r.methods {
+		if m.hedge && m.fixedDelay > 0 && m.timeout > 0 && m.fixedDelay >= m.timeout {
+			return fmt.Errorf("hedge_delay: %v for %s is not shorter than its timeout %v: it would never hedge", m.fixedDelay, m.desc.Name(), m.timeout)
+		}
+	}
+	return nil
+}
+
+// addMethods makes the methods of the remote service from its descriptor,
+// with the remote's deadlines and hedging.
+func (r *remote) addMethods() error {
 	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(r.Service))
 	sd, ok := d.(protoreflect.ServiceDescriptor)
 	if err != nil || !ok {
@@ -346,46 +365,43 @@ func (r *remote) check() error {
 		m.hedge = m.idempotent && !m.desc.IsStreamingClient() && !m.desc.IsStreamingServer()
 		m.fixedDelay = r.HedgeDelay
 	}
-	for i, mc := range r.Methods {
-		m := r.methods["/"+r.Service+"/"+mc.Name]
-		key := fmt.Sprintf("methods[%d]", i)
-		if m == nil {
-			return fmt.Errorf("%s: %s has no method %q", key, r.Service, mc.Name)
-		}
-		for _, d := range []struct {
-			key string
-			v   time.Duration
-		}{{"timeout", mc.Timeout}, {"max_timeout", mc.MaxTimeout}, {"hedge_delay", mc.HedgeDelay}} {
-			if d.v < 0 {
-				return fmt.Errorf("%s (%s): %s: %v is negative", key, mc.Name, d.key, d.v)
-			}
-		}
-		if mc.Timeout > 0 {
-			m.timeout = mc.Timeout
-			if m.maxTimeout == 0 {
-				m.maxTimeout = max(mc.Timeout, r.MaxTimeout)
-			}
-		}
-		if mc.MaxTimeout > 0 {
-			m.maxTimeout = mc.MaxTimeout
-		}
-		if m.timeout > m.maxTimeout && m.maxTimeout > 0 {
-			return fmt.Errorf("%s (%s): timeout %v is longer than max_timeout %v", key, mc.Name, m.timeout, m.maxTimeout)
-		}
-		if mc.HedgeDelay > 0 {
-			if !m.hedge {
-				return fmt.Errorf("%s (%s): hedge_delay: the method is not side-effect-free (its proto says no idempotency_level, and idempotent does not list it), so it is never hedged", key, mc.Name)
-			}
-			m.fixedDelay = mc.HedgeDelay
-		}
-		if mc.NoHedge {
-			m.hedge = false
+	return nil
+}
+
+// configureMethod applies the entry key of Remote.Methods.
+func (r *remote) configureMethod(key string, mc RemoteMethod) error {
+	m := r.methods["/"+r.Service+"/"+mc.Name]
+	if m == nil {
+		return fmt.Errorf("%s: %s has no method %q", key, r.Service, mc.Name)
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"timeout", mc.Timeout}, {"max_timeout", mc.MaxTimeout}, {"hedge_delay", mc.HedgeDelay}} {
+		if d.v < 0 {
+			return fmt.Errorf("%s (%s): %s: %v is negative", key, mc.Name, d.key, d.v)
 		}
 	}
-	for _, m := range r.methods {
-		if m.hedge && m.fixedDelay > 0 && m.timeout > 0 && m.fixedDelay >= m.timeout {
-			return fmt.Errorf("hedge_delay: %v for %s is not shorter than its timeout %v: it would never hedge", m.fixedDelay, m.desc.Name(), m.timeout)
+	if mc.Timeout > 0 {
+		m.timeout = mc.Timeout
+		if m.maxTimeout == 0 {
+			m.maxTimeout = max(mc.Timeout, r.MaxTimeout)
 		}
+	}
+	if mc.MaxTimeout > 0 {
+		m.maxTimeout = mc.MaxTimeout
+	}
+	if m.timeout > m.maxTimeout && m.maxTimeout > 0 {
+		return fmt.Errorf("%s (%s): timeout %v is longer than max_timeout %v", key, mc.Name, m.timeout, m.maxTimeout)
+	}
+	if mc.HedgeDelay > 0 {
+		if !m.hedge {
+			return fmt.Errorf("%s (%s): hedge_delay: the method is not side-effect-free (its proto says no idempotency_level, and idempotent does not list it), so it is never hedged", key, mc.Name)
+		}
+		m.fixedDelay = mc.HedgeDelay
+	}
+	if mc.NoHedge {
+		m.hedge = false
 	}
 	return nil
 }
