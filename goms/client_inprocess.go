@@ -18,8 +18,13 @@ import (
 // inProcessClient serves requests with the handler of a service mounted on
 // its server.
 type inProcessClient struct {
-	s       *Server
+	env     env
 	service string
+	// remote is the client of the service when it is remote, nil when
+	// it is not.
+	remote *remote
+	// route finds the handler of a local service's procedure.
+	route func(service, path string) (inProcessRoute, bool)
 }
 
 // inProcessAddr is the peer address handlers see for in-process calls.
@@ -28,7 +33,7 @@ const inProcessAddr = "in-process"
 func (c inProcessClient) Do(req *http.Request) (*http.Response, error) {
 	var route inProcessRoute
 	var ok bool
-	if r, isRemote := c.s.remotes[c.service]; isRemote {
+	if r := c.remote; r != nil {
 		// A remote service is never served in-process (see
 		// buildInProcessRoutes).
 		if res, done := r.callUnary(req); done {
@@ -36,7 +41,7 @@ func (c inProcessClient) Do(req *http.Request) (*http.Response, error) {
 		}
 		route, ok = r.inProcessRoute(req.URL.Path), true
 	} else {
-		route, ok = c.s.inProcessRoute(c.service, req.URL.Path)
+		route, ok = c.route(c.service, req.URL.Path)
 	}
 	if !ok {
 		if req.Body != nil {
@@ -51,7 +56,7 @@ func (c inProcessClient) Do(req *http.Request) (*http.Response, error) {
 	// The handler gets a context of its own: the caller's deadline and
 	// cancellation, the server's shutdown, but none of the caller's values
 	// (its identity must not leak into the callee).
-	ctx, cancel, stop := c.s.cutAtShutdown(valuelessContext{req.Context()})
+	ctx, cancel, stop := c.env.cutAtShutdown(valuelessContext{req.Context()})
 	in := c.request(req, ctx)
 	pr, pw := io.Pipe()
 	w := &inProcessWriter{
@@ -69,7 +74,7 @@ func (c inProcessClient) Do(req *http.Request) (*http.Response, error) {
 		defer func() {
 			if v := recover(); v != nil {
 				// As net/http does for a connection: log, and end this call.
-				c.s.logger.Error("goms: in-process handler panicked", "path", req.URL.Path, "panic", v)
+				c.env.logger.Error("goms: in-process handler panicked", "path", req.URL.Path, "panic", v)
 				_ = pw.CloseWithError(fmt.Errorf("goms: handler panicked"))
 				w.once.Do(func() { close(w.ready) })
 			}
@@ -95,19 +100,19 @@ func (c inProcessClient) Do(req *http.Request) (*http.Response, error) {
 // context has the caller's deadline and cancellation, and the server's
 // shutdown, but none of the caller's values.
 func (c inProcessClient) serveUnary(h http.Handler, req *http.Request) (res *http.Response, err error) {
-	if c.s.base.Err() != nil {
+	if c.env.base.Err() != nil {
 		// After shutdown, as the drain interceptor would say.
-		return nil, connect.NewError(connect.CodeUnavailable, context.Cause(c.s.base))
+		return nil, connect.NewError(connect.CodeUnavailable, context.Cause(c.env.base))
 	}
 	var buf *bytes.Buffer
 	defer func() {
 		if v := recover(); v != nil {
-			c.s.logger.Error("goms: in-process handler panicked", "path", req.URL.Path, "panic", v)
+			c.env.logger.Error("goms: in-process handler panicked", "path", req.URL.Path, "panic", v)
 			putInProcessBuffer(buf)
 			res, err = nil, connect.NewError(connect.CodeInternal, errors.New("goms: handler panicked"))
 		}
 	}()
-	ctx, cancel, stop := c.s.cutAtShutdown(valuelessContext{req.Context()})
+	ctx, cancel, stop := c.env.cutAtShutdown(valuelessContext{req.Context()})
 	defer cancel(nil)
 	defer stop()
 	return bufferedResponse(req, func(w http.ResponseWriter, b *bytes.Buffer) {

@@ -136,7 +136,7 @@ const (
 // remote is a configured Remote at run time.
 type remote struct {
 	Remote
-	s *Server
+	env env
 	// dialOptions make cc, which conn makes at the first call.
 	dialOptions []grpc.DialOption
 	ccMu        sync.Mutex
@@ -171,15 +171,15 @@ type remoteStats struct {
 	calls, attempts, hedges, throttled, ejections atomic.Int64
 }
 
-func newRemote(s *Server, rc Remote) (*remote, error) {
-	r := &remote{Remote: rc, s: s, methods: make(map[string]*remoteMethod), client: make(map[string]http.Handler)}
+func newRemote(e env, rc Remote) (*remote, error) {
+	r := &remote{Remote: rc, env: e, methods: make(map[string]*remoteMethod), client: make(map[string]http.Handler)}
 	if err := r.check(); err != nil {
 		return nil, fmt.Errorf("goms: remote %q: %w", rc.Name, err)
 	}
 	r.endpoints = endpointTable{r: r, m: make(map[string]*endpointState)}
 	r.budget.ratio = r.RetryBudget
 	for p, m := range r.methods {
-		r.client[p] = r.bridgeHandler(m, false, []connect.HandlerOption{connect.WithReadMaxBytes(s.cfg.MaxMessageBytes)})
+		r.client[p] = r.bridgeHandler(m, false, []connect.HandlerOption{connect.WithReadMaxBytes(e.cfg.MaxMessageBytes)})
 	}
 	creds := insecure.NewCredentials()
 	tlsConfig, err := rc.tlsConfig()
@@ -204,7 +204,7 @@ func newRemote(s *Server, rc Remote) (*remote, error) {
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 		// Answers are bounded apart from requests: an edge forwards
 		// answers that may be larger than the requests it takes.
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(max(s.cfg.MaxMessageBytes, maxAnswerBytes))),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(max(e.cfg.MaxMessageBytes, maxAnswerBytes))),
 		grpc.WithUserAgent("goms"),
 		grpc.WithIdleTimeout(0),
 	}

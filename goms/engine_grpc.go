@@ -24,7 +24,7 @@ import (
 // handler, and a net/http server for everything else.
 type grpcEngine struct {
 	l    *listener
-	s    *Server
+	env  env
 	http *http.Server
 	// tlsConfig is the listener's, with ALPN offering h2 and http/1.1.
 	tlsConfig *tls.Config
@@ -43,12 +43,12 @@ type grpcEngine struct {
 	stopped  chan struct{} // closed when GracefulStop returns
 }
 
-func newGRPCEngine(s *Server, l *listener) *grpcEngine {
-	e := &grpcEngine{l: l, s: s, stopped: make(chan struct{})}
+func newGRPCEngine(env env, l *listener) *grpcEngine {
+	e := &grpcEngine{l: l, env: env, stopped: make(chan struct{})}
 	// The net/http side only ever answers callers in other protocols, so it
 	// takes cleartext HTTP/2 even behind TLS: the router has already
 	// decrypted the connection.
-	e.http = l.newHTTPServer(s)
+	e.http = l.newHTTPServer(env)
 	e.tlsConfig = withALPN(l.tlsConfig)
 	return e
 }
@@ -56,7 +56,7 @@ func newGRPCEngine(s *Server, l *listener) *grpcEngine {
 // newGRPCServer returns the grpc.Server of the engine, its stream workers
 // running.
 func (e *grpcEngine) newGRPCServer() *grpc.Server {
-	s := e.s
+	s := e.env
 	var timed []grpc.ServerOption
 	if e.l.MinBodyRate > 0 {
 		// The connections buffer their reads (see guardedConn.timeBodies).
@@ -147,7 +147,7 @@ func (e *grpcEngine) serve(ln net.Listener) error {
 // gave up on is closed, and the other server's header timeout is cut to
 // what is left.
 func (e *grpcEngine) dispatch(c net.Conn, accepted time.Time) {
-	deadline := accepted.Add(e.s.cfg.ReadHeaderTimeout)
+	deadline := accepted.Add(e.env.cfg.ReadHeaderTimeout)
 	g := newGuardedConn(c, e.tlsConfig, e.l.maxHeaderBlock)
 	if g.tls != nil {
 		ctx, cancel := context.WithDeadline(context.Background(), deadline)

@@ -36,7 +36,7 @@ func (e *grpcEngine) handleStream(_ any, stream grpc.ServerStream) error {
 		return status.Error(codes.Internal, "goms: stream without method")
 	}
 	ctx := stream.Context()
-	ctx, cancel, stop := e.s.cutAtShutdown(ctx)
+	ctx, cancel, stop := e.env.cutAtShutdown(ctx)
 	defer cancel(nil)
 	defer stop()
 

@@ -11,27 +11,27 @@ import (
 // HTTP/1.1 and cleartext HTTP/2 on every listener: on TLS listeners goms
 // does the TLS (see guardedListener), and a client that chose h2 through
 // ALPN sends the HTTP/2 preface as on h2c.
-func (l *listener) newHTTPServer(s *Server) *http.Server {
+func (l *listener) newHTTPServer(e env) *http.Server {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	return &http.Server{
 		Handler:           httpServerHandler{l},
 		Protocols:         &protocols,
-		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
-		IdleTimeout:       s.cfg.IdleTimeout,
-		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
+		ReadHeaderTimeout: e.cfg.ReadHeaderTimeout,
+		IdleTimeout:       e.cfg.IdleTimeout,
+		MaxHeaderBytes:    e.cfg.MaxHeaderBytes,
 		HTTP2: &http.HTTP2Config{
-			MaxConcurrentStreams: s.cfg.MaxConcurrentStreams,
+			MaxConcurrentStreams: e.cfg.MaxConcurrentStreams,
 		},
-		BaseContext: func(net.Listener) context.Context { return s.base },
+		BaseContext: func(net.Listener) context.Context { return e.base },
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if t, ok := c.(tlsStater); ok && l.tlsConfig != nil {
 				return context.WithValue(ctx, tlsConnKey{}, t)
 			}
 			return ctx
 		},
-		ErrorLog: slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
+		ErrorLog: slog.NewLogLogger(e.logger.Handler(), slog.LevelWarn),
 	}
 }
 

@@ -304,19 +304,19 @@ type listener struct {
 	rest http.Handler
 }
 
-func newListener(s *Server, cfg Listener, tlsConfig *tls.Config) *listener {
+func newListener(e env, cfg Listener, tlsConfig *tls.Config, log *admissionLog) *listener {
 	l := &listener{Listener: cfg, tlsConfig: tlsConfig, mux: newMux(),
-		maxHeaderBlock: s.cfg.MaxHeaderBytes + headerBlockSlack}
-	l.admission = newAdmission(cfg.Name, cfg, s.cfg.Interceptors.Rules, s.admissionLog)
+		maxHeaderBlock: e.cfg.MaxHeaderBytes + headerBlockSlack}
+	l.admission = newAdmission(cfg.Name, cfg, e.cfg.Interceptors.Rules, log)
 	for p := range l.rejections {
 		l.rejections[p] = rejection(cfg.Name, cfg.Mode, protocol(p))
 	}
 	l.cors = cfg.CORS.handler(cfg.REST, http.HandlerFunc(l.handle))
 	l.workers = newWorkers()
 	if cfg.Engine == EngineGRPC {
-		l.grpc = newGRPCEngine(s, l)
+		l.grpc = newGRPCEngine(e, l)
 	} else {
-		l.http = l.newHTTPServer(s)
+		l.http = l.newHTTPServer(e)
 	}
 	return l
 }

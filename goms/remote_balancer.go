@@ -138,7 +138,7 @@ func (res *runningResolver) resolve(ctx context.Context) bool {
 				if ctx.Err() != nil {
 					return false
 				}
-				r.s.logger.Warn("goms: resolving remote target", "remote", r.Name, "target", target, "err", err)
+				r.env.logger.Warn("goms: resolving remote target", "remote", r.Name, "target", target, "err", err)
 				lastErr = err
 				hostAddrs = res.resolved[target]
 			} else {
@@ -329,7 +329,7 @@ func (ep *endpointState) done(t *endpointTable, err error, took time.Duration) {
 		if ep.returned {
 			ep.returned, ep.ejections = false, 0
 			ep.mu.Unlock()
-			t.r.s.logger.Info("goms: remote endpoint is healthy again", "remote", t.r.Name, "endpoint", ep.addr)
+			t.r.env.logger.Info("goms: remote endpoint is healthy again", "remote", t.r.Name, "endpoint", ep.addr)
 			return
 		}
 		ep.mu.Unlock()
@@ -349,7 +349,7 @@ func (ep *endpointState) done(t *endpointTable, err error, took time.Duration) {
 	ep.consecutive, ep.calls, ep.fail, ep.windowStart, ep.returned = 0, 0, 0, now, true
 	ep.mu.Unlock()
 	t.r.stats.ejections.Add(1)
-	t.r.s.logger.Info("goms: remote endpoint ejected", "remote", t.r.Name, "endpoint", ep.addr, "for", d, "err", err)
+	t.r.env.logger.Info("goms: remote endpoint ejected", "remote", t.r.Name, "endpoint", ep.addr, "for", d, "err", err)
 }
 
 // mayEject tells whether one more endpoint may be ejected: at most half of

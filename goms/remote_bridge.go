@@ -420,14 +420,14 @@ func (r *remote) callUnary(req *http.Request) (res *http.Response, done bool) {
 	failed := func(err *connect.Error) (*http.Response, bool) {
 		return bufferedResponse(req, func(w http.ResponseWriter, _ *bytes.Buffer) { writeError(w, req, err) }), true
 	}
-	if r.s.base.Err() != nil {
+	if r.env.base.Err() != nil {
 		// After shutdown, as the drain interceptor would say.
-		return failed(connect.NewError(connect.CodeUnavailable, context.Cause(r.s.base)))
+		return failed(connect.NewError(connect.CodeUnavailable, context.Cause(r.env.base)))
 	}
-	body, err := readBody(req, r.s.cfg.MaxMessageBytes)
+	body, err := readBody(req, r.env.cfg.MaxMessageBytes)
 	if err != nil {
 		if errors.Is(err, errBodyTooLarge) {
-			return failed(connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("goms: request of %s is over the limit of %d bytes", m.procedure, r.s.cfg.MaxMessageBytes)))
+			return failed(connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("goms: request of %s is over the limit of %d bytes", m.procedure, r.env.cfg.MaxMessageBytes)))
 		}
 		return failed(connect.NewError(connect.CodeCanceled, err))
 	}

@@ -82,7 +82,7 @@ func (t *endpointTable) watchHealth(ctx context.Context, ep *endpointState) {
 			// A server without health checks (as grpc-go treats it):
 			// serving while connected.
 			t.setHealth(ep, healthServing, nil)
-			r.s.logger.Info("goms: remote endpoint has no health service; taken as serving", "remote", r.Name, "endpoint", ep.addr)
+			r.env.logger.Info("goms: remote endpoint has no health service; taken as serving", "remote", r.Name, "endpoint", ep.addr)
 			return
 		case codes.NotFound:
 			t.setHealth(ep, healthNoService, err)
@@ -146,6 +146,6 @@ func (t *endpointTable) setHealth(ep *endpointState, h endpointHealth, err error
 		if err != nil {
 			args = append(args, "err", err)
 		}
-		t.r.s.logger.Info("goms: remote endpoint health", args...)
+		t.r.env.logger.Info("goms: remote endpoint health", args...)
 	}
 }

@@ -35,8 +35,8 @@ const flushTimeout = 2 * time.Second
 // New, mount handlers, then call Serve. Its methods are safe to call
 // concurrently.
 type Server struct {
-	cfg         Config
-	logger      *slog.Logger
+	// env is what the server's parts read of it: cfg, base, logger.
+	env
 	listeners   []*listener
 	handlerOpts []connect.HandlerOption
 	// edgeHandlerOpts are handlerOpts for the handlers of exposed remotes.
@@ -59,9 +59,8 @@ type Server struct {
 	// listener serves it.
 	status *statusBoard
 
-	// base is the parent of every request context; cancelling it with
-	// errShuttingDown ends the calls still running after the grace period.
-	base       context.Context
+	// cancelBase cancels env.base with errShuttingDown, which ends the
+	// calls still running after the grace period.
 	cancelBase context.CancelCauseFunc
 
 	mu         sync.Mutex
@@ -84,6 +83,29 @@ const (
 	stateClosed
 )
 
+// env is what the parts of a server (listeners, engines, remote and
+// in-process clients) take from it when they are made. They read it, never
+// the Server.
+type env struct {
+	// cfg is the server's configuration, with its defaults.
+	cfg Config
+	// base is the parent of every call's context; shutdown cancels it,
+	// with errShuttingDown, when the grace period ends.
+	base   context.Context
+	logger *slog.Logger
+}
+
+// cutAtShutdown returns a context of parent that also ends, with the
+// server's cause, when shutdown cancels the calls still running at the end
+// of its grace period. Calls on net/http get that from their base context;
+// in-process calls and the grpc engine's do not. Call cancel and stop once
+// the call is over.
+func (e env) cutAtShutdown(parent context.Context) (ctx context.Context, cancel context.CancelCauseFunc, stop func() bool) {
+	ctx, cancel = context.WithCancelCause(parent)
+	stop = context.AfterFunc(e.base, func() { cancel(context.Cause(e.base)) })
+	return ctx, cancel, stop
+}
+
 // New checks cfg and returns a server that does not listen yet. Errors name
 // the field at fault.
 func New(cfg Config) (_ *Server, err error) {
@@ -93,10 +115,8 @@ func New(cfg Config) (_ *Server, err error) {
 	}
 	base, cancel := context.WithCancelCause(context.Background())
 	s := &Server{
-		cfg:        cfg,
-		logger:     cfg.Logger,
+		env:        env{cfg: cfg, base: base, logger: cfg.Logger},
 		health:     grpchealth.NewStaticChecker(),
-		base:       base,
 		cancelBase: cancel,
 		userHealth: make(map[string]grpchealth.Status),
 	}
@@ -157,7 +177,7 @@ func (s *Server) addListeners() error {
 		if s.listener(lc.Name) != nil {
 			return fmt.Errorf("goms: listener %q: name used twice", lc.Name)
 		}
-		s.listeners = append(s.listeners, newListener(s, lc, tlsConfig))
+		s.listeners = append(s.listeners, newListener(s.env, lc, tlsConfig, s.admissionLog))
 	}
 	if s.cfg.Admin.Addr == "" {
 		return nil
@@ -169,7 +189,7 @@ func (s *Server) addListeners() error {
 	if s.listener(adminListener) != nil {
 		return fmt.Errorf("goms: listener %q: the name is reserved for the admin listener", adminListener)
 	}
-	l := newListener(s, lc, nil)
+	l := newListener(s.env, lc, nil, s.admissionLog)
 	l.admin = true
 	s.listeners = append(s.listeners, l)
 	return nil
@@ -187,7 +207,7 @@ func (s *Server) addRemotes() error {
 		if _, dup := s.remotes[rc.Service]; dup {
 			return fmt.Errorf("goms: remote %q: service %s already has a remote", rc.Name, rc.Service)
 		}
-		r, err := newRemote(s, rc)
+		r, err := newRemote(s.env, rc)
 		if err != nil {
 			return err
 		}
@@ -245,7 +265,7 @@ func (s *Server) ClientOptions() []connect.ClientOption {
 // neither mounted nor remote. The client may be created before the service
 // is mounted.
 func (s *Server) Client(service string) (connect.HTTPClient, string) {
-	return inProcessClient{s: s, service: service}, "http://" + service
+	return inProcessClient{env: s.env, service: service, remote: s.remotes[service], route: s.inProcessRoute}, "http://" + service
 }
 
 // Remotes reports the state of the clients of Config.Remotes, in the order
@@ -786,17 +806,6 @@ func (s *Server) closeAccessFile() {
 	if err := s.accessFile.close(); err != nil {
 		s.logger.Error("goms: log.access_file: closing", "err", err)
 	}
-}
-
-// cutAtShutdown returns a context of parent that also ends, with the
-// server's cause, when shutdown cancels the calls still running at the end
-// of its grace period. Calls on net/http get that from their base context;
-// in-process calls and the grpc engine's do not. Call cancel and stop once
-// the call is over.
-func (s *Server) cutAtShutdown(parent context.Context) (ctx context.Context, cancel context.CancelCauseFunc, stop func() bool) {
-	ctx, cancel = context.WithCancelCause(parent)
-	stop = context.AfterFunc(s.base, func() { cancel(context.Cause(s.base)) })
-	return ctx, cancel, stop
 }
 
 func (s *Server) listener(name string) *listener {
