@@ -21,13 +21,3 @@ func (r *remote) edgeHandler(opts []connect.HandlerOption) http.Handler {
 		http.NotFound(w, req)
 	})
 }
-
-// inProcessRoute is how Server.Client serves a call of the remote service: through
-// the bridge, in-process, without the server's interceptors.
-func (r *remote) inProcessRoute(path string) inProcessRoute {
-	if h, ok := r.client[path]; ok {
-		md := r.methods[path].desc
-		return inProcessRoute{h: h, unary: !md.IsStreamingClient() && !md.IsStreamingServer()}
-	}
-	return inProcessRoute{h: unknownProcedureHandler{listener: "remote " + r.Name}}
-}
