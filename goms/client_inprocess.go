@@ -20,10 +20,7 @@ import (
 type inProcessClient struct {
 	env     env
 	service string
-	// remote is the client of the service when it is remote, nil when
-	// it is not.
-	remote *remote
-	// route finds the handler of a local service's procedure.
+	// route finds the handler of a procedure of the service.
 	route func(service, path string) (inProcessRoute, bool)
 }
 
@@ -31,24 +28,18 @@ type inProcessClient struct {
 const inProcessAddr = "in-process"
 
 func (c inProcessClient) Do(req *http.Request) (*http.Response, error) {
-	var route inProcessRoute
-	var ok bool
-	if r := c.remote; r != nil {
-		// A remote service is never served in-process (see
-		// buildInProcessRoutes).
-		if res, done := r.callUnary(req); done {
-			return res, nil
-		}
-		route, ok = r.inProcessRoute(req.URL.Path), true
-	} else {
-		route, ok = c.route(c.service, req.URL.Path)
-	}
+	route, ok := c.route(c.service, req.URL.Path)
 	if !ok {
 		if req.Body != nil {
 			_ = req.Body.Close()
 		}
 		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("goms: service %s is not mounted in this process", c.service))
 	}
+	return c.serve(route, req)
+}
+
+// serve serves req with the handler of route, in this process.
+func (c inProcessClient) serve(route inProcessRoute, req *http.Request) (*http.Response, error) {
 	if route.unary && req.GetBody != nil {
 		// A unary request's body is whole: serve it on this goroutine.
 		return c.serveUnary(route.h, req)

@@ -537,6 +537,17 @@ func (m *remoteMethod) hedgeDelay() time.Duration {
 	return defaultHedgeDelay
 }
 
+// Do serves a call of the client Server.Client gives for the remote
+// service: a unary Connect call goes straight to grpc-go; the others go
+// through the bridge, served in this process without the server's
+// interceptors.
+func (r *remote) Do(req *http.Request) (*http.Response, error) {
+	if res, done := r.callUnary(req); done {
+		return res, nil
+	}
+	return inProcessClient{env: r.env, service: r.Service}.serve(r.inProcessRoute(req.URL.Path), req)
+}
+
 // inProcessRoute is how Server.Client serves a call of the remote service: through
 // the bridge, in-process, without the server's interceptors.
 func (r *remote) inProcessRoute(path string) inProcessRoute {

@@ -265,7 +265,10 @@ func (s *Server) ClientOptions() []connect.ClientOption {
 // neither mounted nor remote. The client may be created before the service
 // is mounted.
 func (s *Server) Client(service string) (connect.HTTPClient, string) {
-	return inProcessClient{env: s.env, service: service, remote: s.remotes[service], route: s.inProcessRoute}, "http://" + service
+	if r, ok := s.remotes[service]; ok {
+		return r, "http://" + service
+	}
+	return inProcessClient{env: s.env, service: service, route: s.inProcessRoute}, "http://" + service
 }
 
 // Remotes reports the state of the clients of Config.Remotes, in the order
