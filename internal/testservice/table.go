@@ -32,7 +32,7 @@ type table[T interface{ GetId() string }] struct {
 	conflict func(T) error
 	changed  func(change gomsv1.ChangeType, item T) // called with mu held, in order; may be nil
 
-	mu    sync.Mutex
+	mu    sync.RWMutex
 	items map[string]T
 	ids   map[string]string // key -> id
 	order []string          // ids in creation order; deleted ones are skipped
@@ -86,8 +86,8 @@ func (t *table[T]) notify(change gomsv1.ChangeType, item T) {
 
 // get returns the item stored under id.
 func (t *table[T]) get(id string) (T, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	t.mu.RLock()
+	defer t.mu.RUnlock()
 	return t.lookup(id)
 }
 
@@ -149,8 +149,8 @@ func (t *table[T]) list(pageSize int32, pageToken string, keep func(T) bool) ([]
 	case pageSize > maxPageSize:
 		size = maxPageSize
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	t.mu.RLock()
+	defer t.mu.RUnlock()
 	// A token is a position in t.order, which only grows.
 	start, err := strconv.Atoi(pageToken)
 	if pageToken == "" {
