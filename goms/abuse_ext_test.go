@@ -4,16 +4,9 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"encoding/binary"
-	"encoding/json"
-	"errors"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,7 +15,6 @@ import (
 
 	"connectrpc.com/connect"
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 	"google.golang.org/protobuf/proto"
 
 	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
@@ -90,19 +82,6 @@ func (s *abuseServer) normalCalls(t *testing.T) {
 	}
 }
 
-// memFigures is the heap and the goroutines of the test process.
-type memFigures struct {
-	heap       int64
-	goroutines int
-}
-
-func readMem() memFigures {
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return memFigures{heap: int64(ms.HeapAlloc), goroutines: runtime.NumGoroutine()}
-}
-
 // recovered checks that a normal call succeeds after the abuse, and that
 // the heap and the goroutines come back near what they were before it:
 // every connection's goroutines ended and its buffers were freed.
@@ -124,112 +103,6 @@ func (s *abuseServer) recovered(t *testing.T, what string) {
 	if now.goroutines > s.base.goroutines+5 {
 		t.Errorf("%s: %d goroutines after, %d before", what, now.goroutines, s.base.goroutines)
 	}
-}
-
-// dial opens a raw connection to a listener, closed at the end of the
-// test.
-func dial(t *testing.T, addr string) net.Conn {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	return c
-}
-
-// awaitClose reads c until the server closes it, answering pings when
-// pong is set, and returns how long that took from since. It gives up
-// after limit.
-func awaitClose(c net.Conn, since time.Time, limit time.Duration, pong bool) (time.Duration, error) {
-	if err := c.SetReadDeadline(since.Add(limit)); err != nil {
-		return 0, err
-	}
-	var err error
-	if pong {
-		err = readFramesAnsweringPings(c)
-	} else {
-		_, err = io.Copy(io.Discard, c)
-	}
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return 0, fmt.Errorf("still open after %v", limit)
-	}
-	return time.Since(since), nil // EOF, or a reset
-}
-
-// readFramesAnsweringPings reads HTTP/2 frames from the server and
-// answers its pings, as an idle client does, until the connection ends.
-func readFramesAnsweringPings(c net.Conn) error {
-	fr := http2.NewFramer(c, c)
-	for {
-		f, err := fr.ReadFrame()
-		if err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return nil
-			}
-			return err
-		}
-		if p, ok := f.(*http2.PingFrame); ok && !p.IsAck() {
-			_ = fr.WritePing(true, p.Data)
-		}
-	}
-}
-
-// h2Frames builds the bytes an HTTP/2 client sends.
-type h2Frames struct {
-	buf bytes.Buffer
-	fr  *http2.Framer
-	enc *hpack.Encoder
-	hb  bytes.Buffer
-}
-
-func newH2Frames() *h2Frames {
-	f := &h2Frames{}
-	f.fr = http2.NewFramer(&f.buf, nil)
-	f.enc = hpack.NewEncoder(&f.hb)
-	return f
-}
-
-// preface adds the client preface and an empty SETTINGS frame.
-func (f *h2Frames) preface() *h2Frames {
-	f.buf.WriteString(http2.ClientPreface)
-	_ = f.fr.WriteSettings()
-	return f
-}
-
-// headers adds a HEADERS frame for a request; endHeaders false leaves the
-// header block unfinished.
-func (f *h2Frames) headers(id uint32, method, path, contentType string, endStream, endHeaders bool) *h2Frames {
-	f.hb.Reset()
-	fields := []hpack.HeaderField{
-		{Name: ":method", Value: method},
-		{Name: ":scheme", Value: "http"},
-		{Name: ":authority", Value: "goms.test"},
-		{Name: ":path", Value: path},
-	}
-	if contentType != "" {
-		fields = append(fields, hpack.HeaderField{Name: "content-type", Value: contentType}, hpack.HeaderField{Name: "te", Value: "trailers"})
-	}
-	for _, hf := range fields {
-		_ = f.enc.WriteField(hf)
-	}
-	_ = f.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: f.hb.Bytes(), EndStream: endStream, EndHeaders: endHeaders})
-	return f
-}
-
-func (f *h2Frames) data(id uint32, p []byte, endStream bool) *h2Frames {
-	_ = f.fr.WriteData(id, endStream, p)
-	return f
-}
-
-func (f *h2Frames) bytes() []byte { return f.buf.Bytes() }
-
-// envelope frames one message as gRPC, gRPC-Web and Connect streams do.
-func envelope(flags byte, msg []byte) []byte {
-	b := make([]byte, 5, 5+len(msg))
-	b[0] = flags
-	binary.BigEndian.PutUint32(b[1:], uint32(len(msg)))
-	return append(b, msg...)
 }
 
 // grpcGoDrainWait is how long grpc-go waits, once it closes an idle
@@ -553,82 +426,6 @@ func rawRPC(t *testing.T, client *http.Client, url, contentType string, header m
 		t.Fatalf("POST %s: reading the answer: %v", url, err)
 	}
 	return answerCode(res, data), time.Since(start)
-}
-
-// answerCode reads the RPC code of an answer: grpc-status for gRPC, the
-// trailers frame for gRPC-Web, the end-of-stream frame for Connect
-// streams, the JSON error for Connect unary calls.
-func answerCode(res *http.Response, body []byte) string {
-	grpcCode := func(s string) string {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		switch {
-		case err != nil:
-			return fmt.Sprintf("grpc-status %q", s)
-		case n == 0:
-			return "ok"
-		}
-		return connect.Code(n).String()
-	}
-	// frames returns the enveloped messages of body whose flags have bit,
-	// inflated when their compressed flag is set.
-	frames := func(bit byte) [][]byte {
-		var out [][]byte
-		for b := body; len(b) >= 5; {
-			n := int(binary.BigEndian.Uint32(b[1:5]))
-			if n > len(b)-5 {
-				break
-			}
-			if msg := b[5 : 5+n]; b[0]&bit != 0 {
-				if b[0]&1 != 0 {
-					if zr, err := gzip.NewReader(bytes.NewReader(msg)); err == nil {
-						msg, _ = io.ReadAll(io.LimitReader(zr, 1<<20))
-					}
-				}
-				out = append(out, msg)
-			}
-			b = b[5+n:]
-		}
-		return out
-	}
-	ct := res.Header.Get("Content-Type")
-	switch {
-	case res.Header.Get("Grpc-Status") != "":
-		return grpcCode(res.Header.Get("Grpc-Status"))
-	case strings.HasPrefix(ct, "application/grpc-web"):
-		for _, f := range frames(0x80) {
-			for line := range strings.Lines(string(f)) {
-				if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(k, "grpc-status") {
-					return grpcCode(v)
-				}
-			}
-		}
-		return "no grpc-status"
-	case strings.HasPrefix(ct, "application/grpc"):
-		return grpcCode(res.Trailer.Get("Grpc-Status"))
-	case strings.HasPrefix(ct, "application/connect+"):
-		ends := frames(0x02)
-		if len(ends) == 0 {
-			return "no end of stream"
-		}
-		var end struct {
-			Error *struct{ Code string } `json:"error"`
-		}
-		if err := json.Unmarshal(ends[0], &end); err != nil {
-			return fmt.Sprintf("end of stream %q", ends[0])
-		}
-		if end.Error == nil {
-			return "ok"
-		}
-		return end.Error.Code
-	case res.StatusCode == http.StatusOK:
-		return "ok"
-	default:
-		var e struct{ Code string }
-		if json.Unmarshal(body, &e) == nil && e.Code != "" {
-			return e.Code
-		}
-		return fmt.Sprintf("HTTP %d %q", res.StatusCode, first(body))
-	}
 }
 
 // gzipBomb returns gzip data that inflates to size bytes of zeros: one

@@ -296,11 +296,3 @@ func TestGarbageConnections(t *testing.T) {
 		}
 	}
 }
-
-// first returns the first line of b, at most 80 bytes of it.
-func first(b []byte) []byte {
-	if i := bytes.IndexByte(b, '\n'); i >= 0 {
-		b = b[:i]
-	}
-	return b[:min(len(b), 80)]
-}

@@ -3,7 +3,6 @@ package goms_test
 import (
 	"bytes"
 	"crypto/tls"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -13,93 +12,16 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 	"google.golang.org/protobuf/proto"
 
 	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
 	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
 	"github.com/reversTeam/go-ms/goms"
-	"github.com/reversTeam/go-ms/goms/internal/gomstest"
 )
 
 // The tests of this file build the attacks of docs/security.md by hand,
 // frame by frame, against a gateway listener (net/http) and a grpc
 // listener (the grpc engine).
-
-// tableSizeUpdates returns n bytes of HPACK dynamic table size updates to
-// size 0: header block bytes that decode to no header field.
-func tableSizeUpdates(n int) []byte { return bytes.Repeat([]byte{0x20}, n) }
-
-// splitHeaders adds to f a request's header block cut into a HEADERS
-// frame and CONTINUATION frames: fill bytes of table size updates, 16 KiB
-// a frame, then the fields. endHeaders false leaves the block open.
-func (f *h2Frames) splitHeaders(id uint32, fill int, path, contentType string, endHeaders bool) *h2Frames {
-	const frame = 16 << 10
-	first := true
-	write := func(frag []byte, end bool) {
-		if first {
-			_ = f.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: frag, EndHeaders: end})
-			first = false
-			return
-		}
-		_ = f.fr.WriteContinuation(id, end, frag)
-	}
-	for ; fill > 0; fill -= frame {
-		write(tableSizeUpdates(min(fill, frame)), false)
-	}
-	if !endHeaders {
-		return f
-	}
-	f.hb.Reset()
-	for _, hf := range []hpack.HeaderField{
-		{Name: ":method", Value: "POST"},
-		{Name: ":scheme", Value: "http"},
-		{Name: ":authority", Value: "goms.test"},
-		{Name: ":path", Value: path},
-		{Name: "content-type", Value: contentType},
-		{Name: "te", Value: "trailers"},
-	} {
-		_ = f.enc.WriteField(hf)
-	}
-	write(f.hb.Bytes(), true)
-	return f
-}
-
-// responseFramer reads the frames a server sends on c, decoding their
-// header blocks; one per connection, for HPACK's state.
-func responseFramer(c net.Conn) *http2.Framer {
-	fr := http2.NewFramer(io.Discard, c)
-	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	return fr
-}
-
-// readGRPCStatus reads frames until stream id ends and returns its
-// grpc-status.
-func readGRPCStatus(fr *http2.Framer, id uint32) (string, error) {
-	for {
-		f, err := fr.ReadFrame()
-		if err != nil {
-			return "", err
-		}
-		if h, ok := f.(*http2.MetaHeadersFrame); ok && h.StreamID == id && h.StreamEnded() {
-			for _, hf := range h.Fields {
-				if hf.Name == "grpc-status" {
-					return hf.Value, nil
-				}
-			}
-			return "", fmt.Errorf("stream %d ended without grpc-status", id)
-		}
-	}
-}
-
-// connAttackServer serves the test services on a gateway and a grpc listener.
-func connAttackServer(t *testing.T, cfg goms.Config) *gomstest.Running {
-	t.Helper()
-	if len(cfg.Listeners) == 0 {
-		cfg.Listeners = []goms.Listener{{Name: "gateway"}, {Name: "grpc", Mode: goms.ModeGRPC}}
-	}
-	return gomstest.Start(t, cfg, nil)
-}
 
 // TestSniffedConnectionMemory opens connections whose first request's
 // header block is cut into many CONTINUATION frames (512 KiB of HPACK

@@ -18,21 +18,6 @@ import (
 	"github.com/reversTeam/go-ms/internal/testservice"
 )
 
-// startExample listens and serves srv in the background; the returned
-// function stops it and returns Serve's result.
-func startExample(srv *goms.Server) (stop func() error, err error) {
-	if err := srv.Listen(); err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	return func() error {
-		cancel()
-		return <-done
-	}, nil
-}
-
 // postJSON sends a Connect JSON request with net/http, as curl would.
 func postJSON(client *http.Client, url, body string) (status string, response string, err error) {
 	res, err := client.Post(url, "application/json", strings.NewReader(body))

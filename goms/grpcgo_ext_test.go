@@ -9,8 +9,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	childv1 "github.com/reversTeam/go-ms/gen/child/v1"
@@ -20,37 +18,6 @@ import (
 	"github.com/reversTeam/go-ms/goms"
 	"github.com/reversTeam/go-ms/goms/internal/gomstest"
 )
-
-// dialGRPC returns a grpc-go client connection to addr, closed when the
-// test ends. The repository generates no grpc-go stubs: calls go through
-// Invoke and NewStream with the generated messages.
-func dialGRPC(t *testing.T, addr string) *grpc.ClientConn {
-	t.Helper()
-	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatalf("grpc.NewClient: %v", err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	return conn
-}
-
-// wantStatus fails the test unless err is a gRPC status with code whose
-// message contains every one of parts.
-func wantStatus(t *testing.T, err error, code codes.Code, parts ...string) {
-	t.Helper()
-	st, ok := status.FromError(err)
-	if !ok {
-		t.Fatalf("got %v, want a gRPC status %v", err, code)
-	}
-	if st.Code() != code {
-		t.Fatalf("got %v: %q, want %v", st.Code(), st.Message(), code)
-	}
-	for _, part := range parts {
-		if !strings.Contains(st.Message(), part) {
-			t.Fatalf("message %q does not contain %q", st.Message(), part)
-		}
-	}
-}
 
 // TestGRPCGoClient calls the test services with grpc-go, whose HTTP/2
 // client differs from net/http's, on both engines of a grpc-mode listener.

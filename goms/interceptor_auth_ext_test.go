@@ -2,23 +2,10 @@ package goms_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
-	"net"
 	"net/http"
-	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"connectrpc.com/connect"
 	"github.com/google/go-cmp/cmp"
@@ -248,95 +235,6 @@ func TestAuthConfigErrors(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `client_ca_file "ca.pem" needs TLS`) {
 		t.Errorf("client_ca_file without TLS: got %v", err)
 	}
-}
-
-// testPKI holds the PEM files of a test certificate authority, a server
-// certificate for 127.0.0.1 and a client certificate.
-type testPKI struct {
-	caFile, certFile, keyFile string
-	roots                     *x509.CertPool
-	client                    tls.Certificate
-}
-
-const clientURI = "spiffe://goms.test/client"
-
-func newTestPKI(t *testing.T) testPKI {
-	t.Helper()
-	dir := t.TempDir()
-	newKey := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	writePEM := func(name, typ string, der []byte) string {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
-	now := time.Now()
-	caKey := newKey()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "goms test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	issue := func(serial int64, tmpl *x509.Certificate) ([]byte, *ecdsa.PrivateKey) {
-		key := newKey()
-		tmpl.SerialNumber = big.NewInt(serial)
-		tmpl.NotBefore, tmpl.NotAfter = now.Add(-time.Hour), now.Add(time.Hour)
-		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return der, key
-	}
-	serverDER, serverKey := issue(2, &x509.Certificate{
-		Subject: pkix.Name{CommonName: "127.0.0.1"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	})
-	uri, _ := url.Parse(clientURI)
-	clientDER, clientKey := issue(3, &x509.Certificate{
-		Subject: pkix.Name{CommonName: "client-cn"}, URIs: []*url.URL{uri},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	})
-	serverKeyDER, _ := x509.MarshalECPrivateKey(serverKey)
-	pki := testPKI{
-		caFile:   writePEM("ca.pem", "CERTIFICATE", caDER),
-		certFile: writePEM("server.pem", "CERTIFICATE", serverDER),
-		keyFile:  writePEM("server-key.pem", "EC PRIVATE KEY", serverKeyDER),
-		roots:    x509.NewCertPool(),
-		client:   tls.Certificate{Certificate: [][]byte{clientDER}, PrivateKey: clientKey},
-	}
-	pki.roots.AddCert(ca)
-	return pki
-}
-
-// httpsClient returns an HTTP/2 client over TLS that trusts the test CA
-// and presents certs.
-func (p testPKI) httpsClient(t *testing.T, h2 bool, certs ...tls.Certificate) *http.Client {
-	var protocols http.Protocols
-	if h2 {
-		protocols.SetHTTP2(true)
-	} else {
-		protocols.SetHTTP1(true)
-	}
-	tr := &http.Transport{
-		Protocols:       &protocols,
-		TLSClientConfig: &tls.Config{RootCAs: p.roots, Certificates: certs, MinVersion: tls.VersionTLS12},
-	}
-	c := &http.Client{Transport: tr}
-	t.Cleanup(tr.CloseIdleConnections)
-	return c
 }
 
 func TestMutualTLSIdentity(t *testing.T) {

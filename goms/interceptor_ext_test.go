@@ -3,7 +3,6 @@ package goms_test
 import (
 	"context"
 	"log/slog"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -12,87 +11,9 @@ import (
 	"connectrpc.com/connect"
 
 	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
-	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
 	"github.com/reversTeam/go-ms/goms"
 	"github.com/reversTeam/go-ms/goms/internal/gomstest"
 )
-
-// icProtocol is one protocol the interceptor tests call in, each over the
-// HTTP version its clients use most.
-type icProtocol struct {
-	name string // as connect.Peer.Protocol says it
-	h2   bool
-	opts []connect.ClientOption
-}
-
-var icProtocols = []icProtocol{
-	{name: connect.ProtocolConnect},
-	{name: connect.ProtocolGRPC, h2: true, opts: []connect.ClientOption{connect.WithGRPC()}},
-	{name: connect.ProtocolGRPCWeb, opts: []connect.ClientOption{connect.WithGRPCWeb()}},
-}
-
-func (p icProtocol) httpClient(tb testing.TB) *http.Client {
-	if p.h2 {
-		return gomstest.H2C(tb)
-	}
-	return gomstest.HTTP1(tb)
-}
-
-// gomsClient returns a GoMsService client of the server at baseURL.
-func (p icProtocol) gomsClient(tb testing.TB, baseURL string, opts ...connect.ClientOption) gomsv1connect.GoMsServiceClient {
-	return gomsv1connect.NewGoMsServiceClient(p.httpClient(tb), baseURL, append(slices.Clone(p.opts), opts...)...)
-}
-
-// icLog keeps the records a logger writes, for tests to inspect.
-type icLog struct {
-	mu      sync.Mutex
-	records []slog.Record
-}
-
-func newICLog() (*icLog, *slog.Logger) {
-	l := &icLog{}
-	return l, slog.New(l)
-}
-
-func (l *icLog) Enabled(context.Context, slog.Level) bool { return true }
-
-func (l *icLog) Handle(_ context.Context, r slog.Record) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.records = append(l.records, r.Clone())
-	return nil
-}
-
-func (l *icLog) WithAttrs([]slog.Attr) slog.Handler { return l }
-func (l *icLog) WithGroup(string) slog.Handler      { return l }
-
-// find returns the attributes of the records with message msg whose
-// attributes include every key and value of match.
-func (l *icLog) find(msg string, match map[string]string) []map[string]slog.Value {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []map[string]slog.Value
-	for _, r := range l.records {
-		if r.Message != msg {
-			continue
-		}
-		attrs := map[string]slog.Value{"level": slog.StringValue(r.Level.String())}
-		r.Attrs(func(a slog.Attr) bool {
-			attrs[a.Key] = a.Value.Resolve()
-			return true
-		})
-		ok := true
-		for k, v := range match {
-			if got, found := attrs[k]; !found || got.String() != v {
-				ok = false
-			}
-		}
-		if ok {
-			out = append(out, attrs)
-		}
-	}
-	return out
-}
 
 // orderPlugin records, in a shared list, that a call went through it.
 type orderPlugin struct {

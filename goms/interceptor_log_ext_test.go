@@ -1,13 +1,11 @@
 package goms_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -124,24 +122,6 @@ func TestAccessLogLevel(t *testing.T) {
 	if strings.Contains(buf.String(), "goms: call") {
 		t.Errorf("access log record written at the default level to a logger at info:\n%s", buf.String())
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // TestRequestIDWithoutAccessLog checks that the request id is a step of

@@ -346,18 +346,6 @@ func TestServeStates(t *testing.T) {
 	})
 }
 
-// freePort returns a loopback address that was free a moment ago.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
-}
-
 // TestListenPortInUse checks that a port in use fails Listen with an
 // error naming the listener, and that no listener stays bound then.
 func TestListenPortInUse(t *testing.T) {

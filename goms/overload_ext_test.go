@@ -16,28 +16,6 @@ import (
 	"github.com/reversTeam/go-ms/goms/internal/gomstest"
 )
 
-// gatedService answers Get once its gate opens (or at once when the gate
-// is nil), and counts the calls that reached it.
-type gatedService struct {
-	gomsv1connect.UnimplementedGoMsServiceHandler
-	gate    chan struct{}
-	entered chan struct{}
-}
-
-func (g *gatedService) Get(ctx context.Context, req *connect.Request[gomsv1.GetRequest]) (*connect.Response[gomsv1.GetResponse], error) {
-	if g.entered != nil {
-		g.entered <- struct{}{}
-	}
-	if g.gate != nil {
-		select {
-		case <-g.gate:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	return connect.NewResponse(&gomsv1.GetResponse{Item: &gomsv1.Item{Id: req.Msg.GetId()}}), nil
-}
-
 // TestMaxInFlight fills a listener's in-flight limit with calls that wait,
 // and checks that the next call is shed at once with unavailable while
 // health checks still answer, and that calls pass again once the slots

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"connectrpc.com/connect"
 	"github.com/google/go-cmp/cmp"
@@ -20,24 +19,6 @@ import (
 	"github.com/reversTeam/go-ms/goms"
 	"github.com/reversTeam/go-ms/goms/internal/gomstest"
 )
-
-// callTimeout bounds every call of the protocol tests, streams included.
-const callTimeout = 10 * time.Second
-
-// unknownID is a well-formed item id that no item has.
-const unknownID = "0123456789abcdef"
-
-// allModes is the configuration of the protocol tests: one listener of
-// each mode, each named after its mode, and a grpc-mode listener served by
-// the grpc engine, "grpcgo".
-func allModes() goms.Config {
-	return goms.Config{Listeners: []goms.Listener{
-		{Name: "grpc", Mode: goms.ModeGRPC, Engine: goms.EngineNetHTTP},
-		{Name: "http", Mode: goms.ModeHTTP},
-		{Name: "gateway", Mode: goms.ModeGateway},
-		{Name: "grpcgo", Mode: goms.ModeGRPC, Engine: goms.EngineGRPC},
-	}}
-}
 
 // rpcProtocol is one way a connect-go client speaks to a server.
 type rpcProtocol struct {

@@ -21,29 +21,6 @@ import (
 	"github.com/reversTeam/go-ms/internal/testservice"
 )
 
-// replicaService answers Get with its own name as the item name, so that
-// callers can tell which replica served them.
-type replicaService struct {
-	gomsv1connect.UnimplementedGoMsServiceHandler
-	name  string
-	calls atomic.Int64
-}
-
-func (r *replicaService) Get(_ context.Context, req *connect.Request[gomsv1.GetRequest]) (*connect.Response[gomsv1.GetResponse], error) {
-	r.calls.Add(1)
-	return connect.NewResponse(&gomsv1.GetResponse{Item: &gomsv1.Item{Id: req.Msg.GetId(), Name: r.name}}), nil
-}
-
-// startReplica serves a replicaService on a grpc-mode listener.
-func startReplica(t *testing.T, name string) (*replicaService, *gomstest.Running) {
-	t.Helper()
-	svc := &replicaService{name: name}
-	run := gomstest.Start(t, goms.Config{Listeners: []goms.Listener{{Name: "grpc", Mode: goms.ModeGRPC}}}, func(srv *goms.Server) error {
-		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(svc, srv.HandlerOptions()...))
-	})
-	return svc, run
-}
-
 // remoteCaller starts a server with no service of its own whose Client
 // reaches GoMsService at targets.
 func remoteCaller(t *testing.T, targets ...string) gomsv1connect.GoMsServiceClient {

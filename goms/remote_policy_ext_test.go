@@ -2,7 +2,6 @@ package goms_test
 
 import (
 	"context"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,32 +12,6 @@ import (
 	"github.com/reversTeam/go-ms/goms"
 	"github.com/reversTeam/go-ms/goms/internal/gomstest"
 )
-
-// policyService answers Get after delay, and Create with the time left
-// before its deadline (as the item name), or "none".
-type policyService struct {
-	gomsv1connect.UnimplementedGoMsServiceHandler
-	delay time.Duration
-	gets  atomic.Int64
-}
-
-func (p *policyService) Get(ctx context.Context, req *connect.Request[gomsv1.GetRequest]) (*connect.Response[gomsv1.GetResponse], error) {
-	p.gets.Add(1)
-	select {
-	case <-time.After(p.delay):
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	return connect.NewResponse(&gomsv1.GetResponse{Item: &gomsv1.Item{Id: req.Msg.GetId()}}), nil
-}
-
-func (p *policyService) Create(ctx context.Context, _ *connect.Request[gomsv1.CreateRequest]) (*connect.Response[gomsv1.CreateResponse], error) {
-	left := "none"
-	if d, ok := ctx.Deadline(); ok {
-		left = time.Until(d).Round(100 * time.Millisecond).String()
-	}
-	return connect.NewResponse(&gomsv1.CreateResponse{Item: &gomsv1.Item{Name: left}}), nil
-}
 
 func startPolicyReplica(t *testing.T, svc *policyService) string {
 	t.Helper()

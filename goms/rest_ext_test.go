@@ -2,7 +2,6 @@ package goms_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -46,78 +45,6 @@ func startREST(t *testing.T) *gomstest.Running {
 			},
 		},
 	}, nil)
-}
-
-// restResult is an answer to a REST request: its status and its JSON body.
-type restResult struct {
-	status int
-	header http.Header
-	body   map[string]any
-	raw    string
-}
-
-// str returns the string at a dotted path of the body ("item.name").
-func (r restResult) str(path string) string {
-	var v any = r.body
-	for _, key := range strings.Split(path, ".") {
-		m, ok := v.(map[string]any)
-		if !ok {
-			return ""
-		}
-		v = m[key]
-	}
-	s, _ := v.(string)
-	return s
-}
-
-// rest sends one REST request, as curl would, and decodes the JSON answer.
-func rest(t *testing.T, client *http.Client, method, url, body string, header ...string) restResult {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), callTimeout)
-	defer cancel()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, url, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	res, err := client.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer res.Body.Close()
-	raw, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatalf("%s %s: reading body: %v", method, url, err)
-	}
-	r := restResult{status: res.StatusCode, header: res.Header, raw: string(raw)}
-	if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
-		t.Fatalf("%s %s: Content-Type %q, want JSON; body %q", method, url, ct, raw)
-	}
-	if err := json.Unmarshal(raw, &r.body); err != nil {
-		t.Fatalf("%s %s: body %q is not a JSON object: %v", method, url, raw, err)
-	}
-	return r
-}
-
-// wantStatus fails the test unless r has the status and, for errors, a
-// message containing msg.
-func (r restResult) wantStatus(t *testing.T, what string, status int, msg string) {
-	t.Helper()
-	if r.status != status {
-		t.Fatalf("%s: status %d, want %d; body %s", what, r.status, status, r.raw)
-	}
-	if msg != "" && !strings.Contains(r.str("message"), msg) {
-		t.Fatalf("%s: message %q does not contain %q; body %s", what, r.str("message"), msg, r.raw)
-	}
 }
 
 func TestRESTRoutes(t *testing.T) {

@@ -46,9 +46,6 @@ type soakLoad struct {
 	errs    errorSample
 }
 
-// maxIterations bounds every load loop in count as well as in time.
-const maxIterations = 1_000_000
-
 // unary calls c in a loop until ctx ends: Get and List of an existing
 // item, and every fourth time a Create and a Delete, which keep the
 // store's size flat and feed the Watch streams.

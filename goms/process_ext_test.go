@@ -2,10 +2,7 @@ package goms_test
 
 import (
 	"bufio"
-	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,15 +15,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"connectrpc.com/connect"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
-
-	gomsv1 "github.com/reversTeam/go-ms/gen/goms/v1"
-	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
-	"github.com/reversTeam/go-ms/goms"
 )
 
 // serverBuild is goms/internal/testcmd/server, built once per test process
@@ -269,161 +257,4 @@ type accessRecord struct {
 	Procedure string `json:"procedure"`
 	Code      string `json:"code"`
 	RequestID string `json:"request_id"`
-}
-
-// mib formats a byte count in MiB.
-func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
-
-// rpcClient calls the test service in one protocol, with connect-go or
-// grpc-go.
-type rpcClient struct {
-	name string
-	// create makes an item; requestID, when set, goes in X-Request-Id.
-	create func(ctx context.Context, name, requestID string) (*gomsv1.Item, error)
-	get    func(ctx context.Context, id string) error
-	list   func(ctx context.Context) error
-	delete func(ctx context.Context, id string) error
-	// watch opens a Watch stream, which ends when ctx does; close
-	// releases it once recv has failed.
-	watch func(ctx context.Context) (recv func() (*gomsv1.WatchResponse, error), close func(), err error)
-}
-
-// connectClient is an rpcClient on connect-go.
-func connectClient(name string, hc *http.Client, baseURL string, opts ...connect.ClientOption) *rpcClient {
-	c := gomsv1connect.NewGoMsServiceClient(hc, baseURL, opts...)
-	return &rpcClient{
-		name: name,
-		create: func(ctx context.Context, name, requestID string) (*gomsv1.Item, error) {
-			req := connect.NewRequest(&gomsv1.CreateRequest{Name: name})
-			if requestID != "" {
-				req.Header().Set(goms.RequestIDHeader, requestID)
-			}
-			res, err := c.Create(ctx, req)
-			if err != nil {
-				return nil, err
-			}
-			return res.Msg.GetItem(), nil
-		},
-		get: func(ctx context.Context, id string) error {
-			_, err := c.Get(ctx, connect.NewRequest(&gomsv1.GetRequest{Id: id}))
-			return err
-		},
-		list: func(ctx context.Context) error {
-			_, err := c.List(ctx, connect.NewRequest(&gomsv1.ListRequest{PageSize: 5}))
-			return err
-		},
-		delete: func(ctx context.Context, id string) error {
-			_, err := c.Delete(ctx, connect.NewRequest(&gomsv1.DeleteRequest{Id: id}))
-			return err
-		},
-		watch: func(ctx context.Context) (func() (*gomsv1.WatchResponse, error), func(), error) {
-			stream, err := c.Watch(ctx, connect.NewRequest(&gomsv1.WatchRequest{}))
-			if err != nil {
-				return nil, nil, err
-			}
-			recv := func() (*gomsv1.WatchResponse, error) {
-				if stream.Receive() {
-					return stream.Msg(), nil
-				}
-				if err := stream.Err(); err != nil {
-					return nil, err
-				}
-				return nil, io.EOF
-			}
-			return recv, func() { _ = stream.Close() }, nil
-		},
-	}
-}
-
-// grpcgoClient is an rpcClient on grpc-go, with a connection of its own
-// closed at the end of the test.
-func grpcgoClient(t *testing.T, name, addr string) *rpcClient {
-	conn := dialGRPC(t, addr)
-	return &rpcClient{
-		name: name,
-		create: func(ctx context.Context, name, requestID string) (*gomsv1.Item, error) {
-			if requestID != "" {
-				ctx = metadata.AppendToOutgoingContext(ctx, goms.RequestIDHeader, requestID)
-			}
-			res := new(gomsv1.CreateResponse)
-			if err := conn.Invoke(ctx, gomsv1connect.GoMsServiceCreateProcedure, &gomsv1.CreateRequest{Name: name}, res); err != nil {
-				return nil, err
-			}
-			return res.GetItem(), nil
-		},
-		get: func(ctx context.Context, id string) error {
-			return conn.Invoke(ctx, gomsv1connect.GoMsServiceGetProcedure, &gomsv1.GetRequest{Id: id}, new(gomsv1.GetResponse))
-		},
-		list: func(ctx context.Context) error {
-			return conn.Invoke(ctx, gomsv1connect.GoMsServiceListProcedure, &gomsv1.ListRequest{PageSize: 5}, new(gomsv1.ListResponse))
-		},
-		delete: func(ctx context.Context, id string) error {
-			return conn.Invoke(ctx, gomsv1connect.GoMsServiceDeleteProcedure, &gomsv1.DeleteRequest{Id: id}, new(gomsv1.DeleteResponse))
-		},
-		watch: func(ctx context.Context) (func() (*gomsv1.WatchResponse, error), func(), error) {
-			desc := &grpc.StreamDesc{StreamName: "Watch", ServerStreams: true}
-			stream, err := conn.NewStream(ctx, desc, gomsv1connect.GoMsServiceWatchProcedure)
-			if err != nil {
-				return nil, nil, err
-			}
-			if err := stream.SendMsg(&gomsv1.WatchRequest{}); err != nil {
-				return nil, nil, err
-			}
-			if err := stream.CloseSend(); err != nil {
-				return nil, nil, err
-			}
-			recv := func() (*gomsv1.WatchResponse, error) {
-				ev := new(gomsv1.WatchResponse)
-				if err := stream.RecvMsg(ev); err != nil {
-					return nil, err
-				}
-				return ev, nil
-			}
-			return recv, func() {}, nil // the stream ends with ctx
-		},
-	}
-}
-
-// rpcCode returns the code of an error of connect-go or grpc-go.
-func rpcCode(err error) connect.Code {
-	var ce *connect.Error
-	if errors.As(err, &ce) {
-		return ce.Code()
-	}
-	if st, ok := status.FromError(err); ok {
-		return connect.Code(st.Code())
-	}
-	return connect.CodeUnknown
-}
-
-// errorSample keeps the first few distinct errors of a load run.
-type errorSample struct {
-	mu   sync.Mutex
-	n    int
-	errs []string
-}
-
-func (s *errorSample) add(format string, args ...any) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.n++
-	if len(s.errs) < 10 {
-		s.errs = append(s.errs, fmt.Sprintf(format, args...))
-	}
-}
-
-func (s *errorSample) count() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.n
-}
-
-func (s *errorSample) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var b bytes.Buffer
-	for _, e := range s.errs {
-		fmt.Fprintf(&b, "\n\t%s", e)
-	}
-	return b.String()
 }
