@@ -433,8 +433,8 @@ func listenerPorts(t *testing.T, cfg goms.Config) map[int32]goms.Listener {
 }
 
 // mountAll mounts both services on srv as examples/distributed does
-// (through app.MountAll, which is internal to examples/): the
-// configuration's services and remotes choose which of them run.
+// (through app.MountAll): the configuration's services and remotes choose
+// which of them run.
 func mountAll(srv *goms.Server) error {
 	return errors.Join(
 		srv.Mount(gomsv1connect.NewGoMsServiceHandler(gomsv1connect.UnimplementedGoMsServiceHandler{}, srv.HandlerOptions()...)),

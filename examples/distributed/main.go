@@ -20,7 +20,7 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/reversTeam/go-ms/examples/internal/app"
+	"github.com/reversTeam/go-ms/examples/app"
 	"github.com/reversTeam/go-ms/goms"
 )
 

@@ -13,7 +13,7 @@ import (
 	"strconv"
 	"syscall"
 
-	"github.com/reversTeam/go-ms/examples/internal/app"
+	"github.com/reversTeam/go-ms/examples/app"
 	"github.com/reversTeam/go-ms/goms"
 )
 

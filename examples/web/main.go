@@ -20,7 +20,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/reversTeam/go-ms/examples/internal/app"
+	"github.com/reversTeam/go-ms/examples/app"
 	"github.com/reversTeam/go-ms/goms"
 )
 

@@ -318,7 +318,7 @@ func (r report) writeIdle(w func(string, ...any)) {
 	w("## Idle memory\n\n")
 	w("Each line is a fresh server process: its RSS once started and settled, then with that many h2c connections open,\n")
 	w("each having made one unary call (Connect proto or gRPC) and then left idle. The examples/gateway lines run the\n")
-	w("example binary itself, not the benchmark's copy of its setup.\n\n")
+	w("example binary itself, not bench/cmd/benchserver.\n\n")
 	w("| server | listener | idle RSS MiB | connections | RSS with them MiB | RSS per connection KiB |\n")
 	w("| --- | --- | ---: | ---: | ---: | ---: |\n")
 	for _, i := range r.idle {
@@ -419,9 +419,9 @@ Servers, each its own process, all serving goms.v1.GoMsService/Get of an item cr
 16 hexadecimal digits. The small item has a 10-byte name (about 60 bytes on the wire), the 10KiB item a
 10,240-byte name, created in-process since the API caps names at 200 characters.
 
-- **goms**: the examples/gateway setup, which bench/cmd/benchserver copies (examples/internal is not importable
-  from bench/): a grpc-mode listener on the net/http engine and an http-mode listener, the admin listener,
-  GoMsService (gomsservice) and ChildService mounted with the server's HandlerOptions, and app.Configure's
+- **goms**: the examples/gateway setup, run by bench/cmd/benchserver with the examples' own wiring (examples/app):
+  a grpc-mode listener on the net/http engine and an http-mode listener, the admin listener, GoMsService
+  (gomsservice) and ChildService mounted with the server's HandlerOptions (app.Mount), and app.Configure's
   plugins and auth, so these interceptors run: Prometheus metrics, tracing (a pass-through: no OTEL_* endpoint is
   set), the access log (one text record per call at info, as examples/gateway writes it, on stderr, which the harness
   sends to a file), recovery, auth (Get is public) and protovalidate. gRPC goes to the grpc listener, the other

@@ -2,24 +2,23 @@ package main
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"log/slog"
+	"net"
 	"os"
 
+	"connectrpc.com/connect"
+
 	"github.com/reversTeam/go-ms/bench/internal/admin"
-	"github.com/reversTeam/go-ms/bench/internal/setup"
+	"github.com/reversTeam/go-ms/examples/app"
 	"github.com/reversTeam/go-ms/examples/services/gomsservice"
-	"github.com/reversTeam/go-ms/gen/child/v1/childv1connect"
-	"github.com/reversTeam/go-ms/gen/goms/v1/gomsv1connect"
 	"github.com/reversTeam/go-ms/goms"
 	"github.com/reversTeam/go-ms/goms/prom"
 	"github.com/reversTeam/go-ms/goms/tracing"
-	"github.com/reversTeam/go-ms/goms/validate"
 )
 
 // gomsSetup is how one goms kind departs from the default stack of
-// setup.Config.
+// gomsConfig.
 type gomsSetup struct {
 	// engine serves the grpc listener.
 	engine goms.Engine
@@ -41,10 +40,38 @@ var gomsSetups = map[string]gomsSetup{
 	"goms-observed":       {engine: goms.EngineNetHTTP, configure: configureObserved},
 }
 
-// serveGoms runs the goms server of setup.Config with s's changes, its
-// server records on stderr as text, until ctx ends.
+// Names of the listeners of gomsConfig.
+const (
+	// listenerGRPC is the grpc-mode listener, where gRPC clients go.
+	listenerGRPC = "grpc"
+	// listenerHTTP is the http-mode listener, where Connect, gRPC-Web and
+	// JSON clients go.
+	listenerHTTP = "http"
+)
+
+// gomsConfig returns the default stack of the goms kinds: examples/gateway's
+// listeners, each on a free port of host (a grpc-mode listener served by
+// engine, an http-mode listener) and the admin listener. It has no plugins
+// and no auth, so the server runs goms.New's default interceptors only:
+// recovery and the access log, whose records are at debug level and so
+// left out by a logger at info. logger receives the server's records.
+func gomsConfig(host string, engine goms.Engine, logger *slog.Logger) goms.Config {
+	return goms.Config{
+		Listeners: []goms.Listener{
+			{Name: listenerGRPC, Addr: net.JoinHostPort(host, "0"), Mode: goms.ModeGRPC, Engine: engine},
+			{Name: listenerHTTP, Addr: net.JoinHostPort(host, "0"), Mode: goms.ModeHTTP},
+		},
+		Logger: logger,
+		Admin:  goms.Admin{Addr: net.JoinHostPort(host, "0")},
+	}
+}
+
+// serveGoms runs the goms server of gomsConfig with s's changes, its
+// server records on stderr as text, until ctx ends. The example services
+// are mounted as the examples mount them (app.Mount), GoMsService served
+// by svc.
 func serveGoms(ctx context.Context, svc *gomsservice.Service, host string, s gomsSetup, hello admin.Hello) error {
-	cfg := setup.Config(host, s.engine, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	cfg := gomsConfig(host, s.engine, slog.New(slog.NewTextHandler(os.Stderr, nil)))
 	cfg.Interceptors.Default = s.interceptors
 	if s.configure != nil {
 		cleanup, err := s.configure(ctx, &cfg, &hello)
@@ -57,15 +84,15 @@ func serveGoms(ctx context.Context, svc *gomsservice.Service, host string, s gom
 	if err != nil {
 		return err
 	}
-	if err := setup.Mount(srv, svc); err != nil {
+	if err := app.Mount(srv, svc, nil, connect.WithGRPC()); err != nil {
 		return err
 	}
 	if err := srv.Listen(); err != nil {
 		return err
 	}
 	hello.Addrs = map[string]string{
-		admin.EndpointGRPC: srv.Addr(setup.ListenerGRPC).String(),
-		admin.EndpointHTTP: srv.Addr(setup.ListenerHTTP).String(),
+		admin.EndpointGRPC: srv.Addr(listenerGRPC).String(),
+		admin.EndpointHTTP: srv.Addr(listenerHTTP).String(),
 	}
 	if err := admin.Announce(hello); err != nil {
 		return err
@@ -73,44 +100,13 @@ func serveGoms(ctx context.Context, svc *gomsservice.Service, host string, s gom
 	return srv.Serve(ctx)
 }
 
-// tokenEnv is app.TokenEnv.
-const tokenEnv = "GOMS_EXAMPLE_TOKEN"
-
-// configureExample is app.Configure of examples/internal/app (internal, so
-// not importable from here: keep this copy in step with it): metrics,
-// tracing (off unless the OTEL_* environment names an endpoint, which the
-// harness removes), validation, a bearer token on the Delete methods, and
-// an access log record per call (text, on stderr, which the harness sends
-// to a file).
+// configureExample is the examples' own configuration, app.Configure:
+// metrics, tracing (off unless the OTEL_* environment names an endpoint,
+// which the harness removes), validation, a bearer token on the Delete
+// methods, and an access log record per call (text, on stderr, which the
+// harness sends to a file).
 func configureExample(ctx context.Context, cfg *goms.Config, _ *admin.Hello) (cleanup func(context.Context) error, err error) {
-	metrics, err := prom.New()
-	if err != nil {
-		return nil, err
-	}
-	tr, err := tracing.New(ctx, tracing.Config{ServiceName: "goms-example"})
-	if err != nil {
-		return nil, err
-	}
-	cfg.Plugins = append(cfg.Plugins, metrics, tr, validate.New())
-	// The examples log every call; goms's default keeps access records at
-	// debug.
-	info := slog.LevelInfo
-	cfg.Log.AccessLevel = &info
-	token := os.Getenv(tokenEnv)
-	cfg.Auth = goms.Auth{
-		Default: "public",
-		Policies: map[string]string{
-			gomsv1connect.GoMsServiceName + "/Delete":   "authenticated",
-			childv1connect.ChildServiceName + "/Delete": "authenticated",
-		},
-		Verifier: func(_ context.Context, c goms.Credentials) (goms.Identity, error) {
-			if token == "" || subtle.ConstantTimeCompare([]byte(c.Bearer), []byte(token)) != 1 {
-				return goms.Identity{}, errors.New("wrong token")
-			}
-			return goms.Identity{Subject: "example-admin"}, nil
-		},
-	}
-	return tr.Shutdown, nil
+	return app.Configure(ctx, cfg)
 }
 
 // configureObserved adds what a deployed service runs with to the default

@@ -1,5 +1,6 @@
 // Package app wires the example services into a goms server, as every
-// example does the same.
+// example does the same; the benchmark server (bench/cmd/benchserver)
+// runs the same wiring.
 package app
 
 import (
@@ -27,15 +28,21 @@ import (
 // side of srv's plugins (srv.ClientOptions) and the given client options
 // (connect.WithGRPC() for a gRPC listener).
 func MountAll(srv *goms.Server, clientOpts ...connect.ClientOption) error {
-	return MountOn(srv, nil, clientOpts...)
+	return Mount(srv, gomsservice.New(), nil, clientOpts...)
 }
 
 // MountOn is MountAll restricted to the named listeners; no names means
 // every listener.
 func MountOn(srv *goms.Server, listeners []string, clientOpts ...connect.ClientOption) error {
+	return Mount(srv, gomsservice.New(), listeners, clientOpts...)
+}
+
+// Mount is MountOn serving items as GoMsService, for a program that fills
+// it before serving, as the benchmark server (bench/cmd/benchserver) does.
+func Mount(srv *goms.Server, items *gomsservice.Service, listeners []string, clientOpts ...connect.ClientOption) error {
 	httpClient, baseURL := srv.Client(gomsv1connect.GoMsServiceName)
 	parents := gomsv1connect.NewGoMsServiceClient(httpClient, baseURL, append(srv.ClientOptions(), clientOpts...)...)
-	gomsPath, gomsHandler := gomsv1connect.NewGoMsServiceHandler(gomsservice.New(), srv.HandlerOptions()...)
+	gomsPath, gomsHandler := gomsv1connect.NewGoMsServiceHandler(items, srv.HandlerOptions()...)
 	childPath, childHandler := childv1connect.NewChildServiceHandler(childservice.New(parents), srv.HandlerOptions()...)
 	return errors.Join(
 		srv.MountOn(listeners, gomsPath, gomsHandler),
