@@ -110,6 +110,41 @@ func BenchmarkHop(b *testing.B) {
 	}
 }
 
+// BenchmarkHopSide prices each side of a goms hop against grpc-go's: a
+// grpc-go client calling goms's grpc engine (the serving side), and goms's
+// Server.Client calling a grpc-go server (the calling side). Compare each
+// with BenchmarkHop's grpc-go case of the same run.
+func BenchmarkHopSide(b *testing.B) {
+	cases := []struct {
+		name string
+		get  func(b *testing.B) func(context.Context) error
+	}{
+		{"grpc-go", grpcGo},
+		{"grpc-go-to-goms", grpcGoToGoms},
+		{"goms-to-grpc-go", gomsToGRPCGo},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			get := c.get(b)
+			ctx := b.Context()
+			for range 100 {
+				if err := get(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := processCPU(b)
+			for range b.N {
+				if err := get(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(processCPU(b)-start)/float64(b.N), "cpu-ns/op")
+		})
+	}
+}
+
 func grpcGo(b *testing.B) func(context.Context) error {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -119,7 +154,12 @@ func grpcGo(b *testing.B) func(context.Context) error {
 	gs.RegisterService(&grpcDesc, struct{}{})
 	go func() { _ = gs.Serve(ln) }()
 	b.Cleanup(gs.Stop)
-	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return grpcGoClient(b, ln.Addr().String())
+}
+
+// grpcGoClient calls Get on addr with grpc-go's client.
+func grpcGoClient(b *testing.B, addr string) func(context.Context) error {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -128,6 +168,24 @@ func grpcGo(b *testing.B) func(context.Context) error {
 		var res gomsv1.GetResponse
 		return cc.Invoke(ctx, gomsv1connect.GoMsServiceGetProcedure, &gomsv1.GetRequest{Id: item.Id}, &res)
 	}
+}
+
+// grpcGoToGoms calls goms's grpc engine with grpc-go's client.
+func grpcGoToGoms(b *testing.B) func(context.Context) error {
+	return grpcGoClient(b, gomsBackend(b).Addr("grpc").String())
+}
+
+// gomsToGRPCGo calls a grpc-go server through Server.Client.
+func gomsToGRPCGo(b *testing.B) func(context.Context) error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	gs.RegisterService(&grpcDesc, struct{}{})
+	go func() { _ = gs.Serve(ln) }()
+	b.Cleanup(gs.Stop)
+	return gomsCaller(b, ln.Addr().String())
 }
 
 func connectGo(b *testing.B) func(context.Context) error {
@@ -157,14 +215,25 @@ func connectGo(b *testing.B) func(context.Context) error {
 // (the grpc engine) and a second goms server that reaches it as a remote,
 // and calls it through the second's Server.Client, as services do.
 func gomsHop(b *testing.B) func(context.Context) error {
-	backend := serve(b, goms.Config{Listeners: []goms.Listener{{Name: "grpc", Addr: "127.0.0.1:0", Mode: goms.ModeGRPC, Engine: goms.EngineGRPC}}},
+	return gomsCaller(b, gomsBackend(b).Addr("grpc").String())
+}
+
+// gomsBackend starts a goms server with the service on a grpc-mode
+// listener named grpc, served by the grpc engine.
+func gomsBackend(b *testing.B) *goms.Server {
+	return serve(b, goms.Config{Listeners: []goms.Listener{{Name: "grpc", Addr: "127.0.0.1:0", Mode: goms.ModeGRPC, Engine: goms.EngineGRPC}}},
 		func(srv *goms.Server) error {
 			return srv.Mount(gomsv1connect.NewGoMsServiceHandler(connectItems{}, srv.HandlerOptions()...))
 		})
+}
+
+// gomsCaller starts a goms server that reaches the service at addr as a
+// remote, and calls it through Server.Client, as services do.
+func gomsCaller(b *testing.B, addr string) func(context.Context) error {
 	caller := serve(b, goms.Config{
 		Listeners: []goms.Listener{{Name: "grpc", Addr: "127.0.0.1:0", Mode: goms.ModeGRPC}},
 		Remotes: []goms.Remote{{Name: "items", Service: gomsv1connect.GoMsServiceName,
-			Targets: []string{backend.Addr("grpc").String()}}},
+			Targets: []string{addr}}},
 	}, func(*goms.Server) error { return nil })
 	hc, url := caller.Client(gomsv1connect.GoMsServiceName)
 	client := gomsv1connect.NewGoMsServiceClient(hc, url, caller.ClientOptions()...)
