@@ -460,12 +460,18 @@ type streamClock struct {
 
 // cutContext is the context of a stream whose messages are timed: once
 // cut it is done, with context.DeadlineExceeded, which grpc-go answers the
-// call with.
+// call with. The bridge also ends it, with the shutdown's cause, when the
+// server cuts its calls at shutdown (see grpcEngine.handleStream): one
+// context per call instead of two.
 type cutContext struct {
-	context.Context // cancelled by cut
-	cancel          context.CancelFunc
+	context.Context // cancelled by cut, or with a cause at shutdown
+	cancel          context.CancelCauseFunc
 	cut             atomic.Bool
 }
+
+// cutContextKey finds a stream's cutContext among the values grpc-go adds
+// on top of it.
+type cutContextKey struct{}
 
 func (c *cutContext) Err() error {
 	if c.cut.Load() {
@@ -474,11 +480,18 @@ func (c *cutContext) Err() error {
 	return c.Context.Err()
 }
 
+func (c *cutContext) Value(key any) any {
+	if key == (cutContextKey{}) {
+		return c
+	}
+	return c.Context.Value(key)
+}
+
 // streamContext returns the context of the stream whose header block the
 // connection handed grpc-go last, which grpc-go's tap is called for.
 func (b *bodyClocks) streamContext(ctx context.Context) context.Context {
 	c := &cutContext{}
-	c.Context, c.cancel = context.WithCancel(ctx)
+	c.Context, c.cancel = context.WithCancelCause(ctx)
 	id := b.conn.frames.lastBlock // the tap runs on grpc-go's reader
 	b.mu.Lock()
 	clock := b.streams[id]
@@ -542,7 +555,7 @@ func (b *bodyClocks) cutStream(id uint32, c *streamClock) {
 		return
 	}
 	c.ctx.cut.Store(true)
-	c.ctx.cancel()
+	c.ctx.cancel(context.DeadlineExceeded)
 }
 
 // arm makes the timer fire at t at the latest. b.mu is held.

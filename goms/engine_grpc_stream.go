@@ -1,6 +1,7 @@
 package goms
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/binary"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,9 +38,17 @@ func (e *grpcEngine) handleStream(_ any, stream grpc.ServerStream) error {
 		return status.Error(codes.Internal, "goms: stream without method")
 	}
 	ctx := stream.Context()
-	ctx, cancel, stop := e.env.cutAtShutdown(ctx)
-	defer cancel(nil)
-	defer stop()
+	if c, ok := ctx.Value(cutContextKey{}).(*cutContext); ok {
+		// The stream's context can be ended already: the server's
+		// shutdown ends it too.
+		defer context.AfterFunc(e.env.base, func() { c.cancel(context.Cause(e.env.base)) })()
+	} else {
+		var cancel context.CancelCauseFunc
+		var stop func() bool
+		ctx, cancel, stop = e.env.cutAtShutdown(ctx)
+		defer cancel(nil)
+		defer stop()
+	}
 
 	md, _ := metadata.FromIncomingContext(ctx) // a copy: ours to change
 	header := make(http.Header, len(md)+1)
@@ -77,12 +87,13 @@ func (e *grpcEngine) handleStream(_ any, stream grpc.ServerStream) error {
 	call := &bridgedStream{
 		body: streamBody{stream: stream},
 		w:    streamWriter{stream: stream, header: make(http.Header, 4)},
+		url:  url.URL{Path: method},
 	}
 	// WithContext copies the request: the first one is a pooled template.
 	tmpl := requestTemplates.Get().(*http.Request)
 	*tmpl = http.Request{
 		Method:        http.MethodPost,
-		URL:           &url.URL{Path: method},
+		URL:           &call.url,
 		RequestURI:    method,
 		Proto:         "HTTP/2.0",
 		ProtoMajor:    2,
@@ -105,6 +116,7 @@ func (e *grpcEngine) handleStream(_ any, stream grpc.ServerStream) error {
 type bridgedStream struct {
 	body streamBody
 	w    streamWriter
+	url  url.URL
 }
 
 var requestTemplates = sync.Pool{New: func() any { return new(http.Request) }}
@@ -349,7 +361,7 @@ func (w *streamWriter) sendHeader() error {
 		return nil
 	}
 	w.sentHeader = true
-	md := toMetadata(w.header, false)
+	md := toMetadata(w.header, false, nil)
 	if len(md) == 0 {
 		return nil
 	}
@@ -374,24 +386,17 @@ func (w *streamWriter) finish() error {
 	}
 	if !w.sentHeader {
 		w.sentHeader = true
-		if md := toMetadata(w.header, false); len(md) > 0 {
+		if md := toMetadata(w.header, false, nil); len(md) > 0 {
 			if err := w.stream.SetHeader(md); err != nil {
 				return err
 			}
 		}
 	}
-	trailer := toMetadata(w.header, true)
-	code := trailer["grpc-status"]
-	message := trailer["grpc-message"]
-	details := trailer["grpc-status-details-bin"]
-	if len(code) > 0 || len(message) > 0 || len(details) > 0 {
-		delete(trailer, "grpc-status")
-		delete(trailer, "grpc-message")
-		delete(trailer, "grpc-status-details-bin")
-	}
-	if len(trailer) > 0 {
+	var st statusTrailers
+	if trailer := toMetadata(w.header, true, &st); len(trailer) > 0 {
 		w.stream.SetTrailer(trailer)
 	}
+	code, message, details := st.code, st.message, st.details
 	if len(details) > 0 {
 		var st spb.Status
 		if err := proto.Unmarshal([]byte(details[0]), &st); err == nil {
@@ -424,11 +429,18 @@ func (w *streamWriter) finish() error {
 	return status.Error(codes.Code(c), msg)
 }
 
+// statusTrailers are the trailers that make a call's gRPC status, which
+// grpc-go writes itself from the returned error.
+type statusTrailers struct {
+	code, message, details []string
+}
+
 // toMetadata converts response headers (trailers=false) or trailers
 // (trailers=true: keys with http.TrailerPrefix and keys announced in a
 // Trailer header) into gRPC metadata, decoding -bin values; nil when there
-// are none.
-func toMetadata(h http.Header, trailers bool) metadata.MD {
+// are none. With st, the status trailers go to st instead: a call with no
+// other trailer then makes no metadata.
+func toMetadata(h http.Header, trailers bool, st *statusTrailers) metadata.MD {
 	var md metadata.MD
 	announced := h["Trailer"]
 	for k, v := range h {
@@ -447,10 +459,17 @@ func toMetadata(h http.Header, trailers bool) metadata.MD {
 				continue
 			}
 		}
-		if md == nil {
-			md = make(metadata.MD, len(h))
-		}
 		k = lowerKey(k)
+		if st != nil {
+			switch k {
+			case "grpc-status":
+				st.code = joinValues(st.code, v)
+				continue
+			case "grpc-message":
+				st.message = joinValues(st.message, v)
+				continue
+			}
+		}
 		if strings.HasSuffix(k, "-bin") {
 			decoded := make([]string, 0, len(v))
 			for _, s := range v {
@@ -461,6 +480,13 @@ func toMetadata(h http.Header, trailers bool) metadata.MD {
 				decoded = append(decoded, string(b))
 			}
 			v = decoded
+			if st != nil && k == "grpc-status-details-bin" {
+				st.details = joinValues(st.details, v)
+				continue
+			}
+		}
+		if md == nil {
+			md = make(metadata.MD, len(h))
 		}
 		if prev, ok := md[k]; ok {
 			md[k] = append(prev, v...)
@@ -469,6 +495,15 @@ func toMetadata(h http.Header, trailers bool) metadata.MD {
 		}
 	}
 	return md
+}
+
+// joinValues returns the values of a key seen twice (as a header and as a
+// trailer) together, and those of a key seen once as they are.
+func joinValues(prev, v []string) []string {
+	if prev == nil {
+		return v
+	}
+	return append(slices.Clip(prev), v...)
 }
 
 func announcedTrailer(announced []string, key string) bool {

@@ -300,9 +300,10 @@ func (ep *endpointState) ejected(now int64) bool {
 
 // done records the outcome of a call on the endpoint and says whether it
 // ejects the endpoint now.
-func (ep *endpointState) done(t *endpointTable, err error, took time.Duration) {
+func (ep *endpointState) done(t *endpointTable, err error, start time.Time) {
 	ep.inFlight.Add(-1)
 	now := time.Now()
+	took := now.Sub(start)
 	ep.mu.Lock()
 	// A cancelled call's time counts too: when a hedge won, it is what
 	// tells that this endpoint was slow.
@@ -412,7 +413,8 @@ type picker struct {
 // random among the best placed (tier) of the connected ones. A health
 // watch asks for its endpoint by name and is not counted.
 func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
-	now := time.Now().UnixNano()
+	start := time.Now() // one clock read for the whole pick
+	now := start.UnixNano()
 	hint, _ := info.Ctx.Value(pickHintKey{}).(*pickHint)
 	var avoid string
 	if hint != nil {
@@ -465,10 +467,9 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		hint.set(ep.addr)
 	}
 	p.table.r.stats.attempts.Add(1)
-	p.table.r.budget.attempt()
-	start := time.Now()
+	p.table.r.budget.attempt(start.Unix())
 	return balancer.PickResult{SubConn: chosen.sc, Done: func(d balancer.DoneInfo) {
-		ep.done(p.table, d.Err, time.Since(start))
+		ep.done(p.table, d.Err, start)
 	}}, nil
 }
 

@@ -74,13 +74,14 @@ func (b bridgeCall) start(ctx context.Context, header http.Header) (context.Cont
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if err := b.r.throttle.admit(); err != nil {
+	now := time.Now().Unix() // one clock read for the throttle and the budget
+	if err := b.r.throttle.admit(now); err != nil {
 		b.r.stats.throttled.Add(1)
 		return nil, nil, nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("goms: service %s (remote %q): %w", b.r.Service, b.r.Name, err))
 	}
 	b.r.awaitReady(ctx, cc)
 	b.r.stats.calls.Add(1)
-	b.r.budget.earn()
+	b.r.budget.earn(now)
 	ctx, cancel := b.m.deadline(ctx, !b.edge)
 	md := outgoingMetadata(header)
 	if md == nil {
@@ -460,16 +461,24 @@ func (r *remote) callUnary(req *http.Request) (res *http.Response, done bool) {
 	}
 	h["Content-Type"] = ct
 	data := call.res.data
-	return &http.Response{
+	a := &unaryAnswer{body: frameBody{data: data}}
+	a.res = http.Response{
 		Status:        "200 OK",
 		StatusCode:    http.StatusOK,
 		Proto:         "HTTP/2.0",
 		ProtoMajor:    2,
 		Header:        h,
-		Body:          &frameBody{data: data},
+		Body:          &a.body,
 		ContentLength: int64(len(data)),
 		Request:       req,
-	}, true
+	}
+	return &a.res, true
+}
+
+// unaryAnswer is a unary call's response and its body, allocated at once.
+type unaryAnswer struct {
+	res  http.Response
+	body frameBody
 }
 
 var errBodyTooLarge = errors.New("goms: request body over the limit")

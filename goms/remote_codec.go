@@ -67,11 +67,13 @@ func (c rawConnectCodec) Unmarshal(data []byte, v any) error {
 }
 
 // rawGRPCCodec is the grpc-go side of the bridge; its name is the call's
-// content-subtype.
+// content-subtype. The proto codec has none: its calls are sent as plain
+// application/grpc, which means proto, and grpc-go builds no content type
+// for them.
 type rawGRPCCodec struct{ name string }
 
 var (
-	grpcProtoCodec = rawGRPCCodec{name: "proto"}
+	grpcProtoCodec = rawGRPCCodec{name: ""}
 	grpcJSONCodec  = rawGRPCCodec{name: "json"}
 )
 

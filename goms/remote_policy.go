@@ -79,18 +79,16 @@ func (b *retryBudget) bucket(now int64) *struct {
 	return k
 }
 
-// earn counts a call.
-func (b *retryBudget) earn() {
-	now := time.Now().Unix()
+// earn counts a call made in second now.
+func (b *retryBudget) earn(now int64) {
 	b.mu.Lock()
 	b.bucket(now).calls++
 	b.mu.Unlock()
 }
 
-// attempt counts an attempt sent to an endpoint: the first of its call, a
-// retry, or a hedge.
-func (b *retryBudget) attempt() {
-	now := time.Now().Unix()
+// attempt counts an attempt sent to an endpoint in second now: the first
+// of its call, a retry, or a hedge.
+func (b *retryBudget) attempt(now int64) {
 	b.mu.Lock()
 	b.bucket(now).attempts++
 	b.mu.Unlock()
@@ -158,10 +156,9 @@ func (t *throttle) bucket(now int64) *struct {
 	return b
 }
 
-// admit tells whether to send a call; a call not sent counts as a request
-// that was not accepted.
-func (t *throttle) admit() error {
-	now := time.Now().Unix()
+// admit tells whether to send a call made in second now; a call not sent
+// counts as a request that was not accepted.
+func (t *throttle) admit(now int64) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	requests, accepted := t.counts(now)
