@@ -444,9 +444,10 @@ type bodyClocks struct {
 	mu       sync.Mutex
 	streams  map[uint32]*streamClock
 	timer    *time.Timer
-	next     time.Time // when the timer fires, zero when it is not armed
-	cut      uint32    // the stream cut, 0 before any
-	endedNow bool      // a write being made ends the cut stream
+	next     time.Time   // when the timer fires, zero when it is not armed
+	cut      uint32      // the stream cut, 0 before any
+	anyCut   atomic.Bool // a stream was cut: writes look for its end
+	endedNow bool        // a write being made ends the cut stream
 	drained  bool
 }
 
@@ -537,6 +538,9 @@ func (b *bodyClocks) ended(id uint32) {
 // afterWrite closes the connection once the answer to the cut stream is
 // written.
 func (b *bodyClocks) afterWrite() {
+	if !b.anyCut.Load() {
+		return // nearly always: no lock per write
+	}
 	b.mu.Lock()
 	drain := b.endedNow && !b.drained
 	b.drained = b.drained || drain
@@ -550,6 +554,7 @@ func (b *bodyClocks) afterWrite() {
 // no context to cut. b.mu is held.
 func (b *bodyClocks) cutStream(id uint32, c *streamClock) {
 	b.cut = id
+	b.anyCut.Store(true)
 	if c.ctx == nil {
 		_ = b.conn.Conn.Close()
 		return
