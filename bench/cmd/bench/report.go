@@ -469,7 +469,10 @@ percentiles. Between cases, the next server runs: the list is run whole, round a
 the machine touches every server alike. The in-process vs loopback comparison runs last, in a process of its own
 (goms's test binary, on the client CPU; no server process is left), with the same rounds and measured time. The
 harness itself links no goms: grpc-go clients offer every compressor linked into their program, and connect-go
-handlers compress every response a client accepts compressed.
+handlers compress every response a client accepts compressed. goms's listeners keep their adaptive concurrency
+limit on, with its cost per call, but with its floor at 64 calls: a closed loop of 50 workers always has 50 calls
+in flight, which the limit would otherwise shed as a queue whenever other processes slow the machine down (the
+overload tests, ` + "`make overload`" + `, measure the limit itself).
 
 To look into a result, run a subset with profiles, e.g.
 ` + "`cd bench && go run ./cmd/bench -run 'small payload, 50 concurrent/gRPC' -rounds 1 -cpuprofile /tmp/prof`" + `

@@ -55,11 +55,18 @@ const (
 // and no auth, so the server runs goms.New's default interceptors only:
 // recovery and the access log, whose records are at debug level and so
 // left out by a logger at info. logger receives the server's records.
+// benchLimit is the listeners' adaptive limit: on, at least 64 calls.
+var benchLimit = goms.AdaptiveLimit{Min: 64}
+
 func gomsConfig(host string, engine goms.Engine, logger *slog.Logger) goms.Config {
 	return goms.Config{
+		// The adaptive limit stays on, with its cost per call, but never
+		// below the 50 callers of the largest case: a closed loop of
+		// callers always has them all in flight, which the limit would
+		// otherwise shed as a queue while the machine is busy.
 		Listeners: []goms.Listener{
-			{Name: listenerGRPC, Addr: net.JoinHostPort(host, "0"), Mode: goms.ModeGRPC, Engine: engine},
-			{Name: listenerHTTP, Addr: net.JoinHostPort(host, "0"), Mode: goms.ModeHTTP},
+			{Name: listenerGRPC, Addr: net.JoinHostPort(host, "0"), Mode: goms.ModeGRPC, Engine: engine, AdaptiveLimit: benchLimit},
+			{Name: listenerHTTP, Addr: net.JoinHostPort(host, "0"), Mode: goms.ModeHTTP, AdaptiveLimit: benchLimit},
 		},
 		Logger: logger,
 		Admin:  goms.Admin{Addr: net.JoinHostPort(host, "0")},
