@@ -11,9 +11,11 @@ import (
 // gradient limit. Each window, the mean latency of the calls that ended
 // (short) is compared with its long-run average (long). When short stays
 // above both tolerance × long and long + slack for slowWindows in a row,
-// the limit shrinks to the calls that ran in the window times the larger
-// of those over short (by half at most), but not below the most calls that ran with good latency
-// in the last 30 seconds; otherwise it grows by a little headroom, while
+// the limit shrinks to the calls that ran in the window times the
+// gradient, the larger of those over short (half at most), plus the
+// square root of those calls as headroom for a queue, but not below the
+// most calls that ran with good latency in the last 30 seconds; otherwise
+// it grows by a little headroom, while
 // calls use at least half of it. The long-run average learns slowly from
 // windows at the limit, so that sustained overload does not teach it that
 // slow is normal, and drops fast when calls get faster.
@@ -155,15 +157,20 @@ func (l *limiter) update(now int64) {
 	case gradient < 1 && l.slow < slowWindows:
 		return
 	case gradient < 1:
-		// Slower: shrink from what ran in the window, by up to half, but
-		// not below what ran fine in the last seconds.
+		// Slower: shrink from what ran in the window by the gradient, but
+		// keep its square root as headroom, as Netflix's Gradient2 limit
+		// does: a busy server needs a few calls queued to keep its CPU
+		// busy, so the limit only shrinks once latency says more than
+		// that queue waits. And not below what ran fine in the last
+		// seconds.
 		floor := int64(0)
 		for _, g := range l.good {
 			if second-g.second < int64(len(l.good)) {
 				floor = max(floor, g.peak)
 			}
 		}
-		est = max(float64(floor), min(est, float64(peak))*gradient)
+		ran := min(est, float64(peak))
+		est = max(float64(floor), min(est, ran*gradient+math.Sqrt(ran)))
 	case atLimit || (l.windows > 10 && float64(peak) >= est/2):
 		// As fast as usual and used: grow by a little headroom. Calls
 		// using less than half the limit say nothing about it.

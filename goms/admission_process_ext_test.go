@@ -116,6 +116,7 @@ type phaseResult struct {
 	ok, shed, failed, lost int
 	duration               time.Duration
 	latencies              []time.Duration // of successful calls
+	limit                  int             // the adaptive limit at the end, 0 when off
 }
 
 func (r phaseResult) goodput() float64 {
@@ -284,11 +285,17 @@ func runOverload(t *testing.T, adaptive bool) overloadRun {
 			run.rss = max(run.rss, rss)
 		}()
 		time.Sleep(time.Second) // the last round's calls end
-		round.unloaded = lc.closedLoop("unloaded", 1, d)
-		round.capacity = lc.closedLoop("capacity", 8, d)
+		limit := func(r phaseResult) phaseResult {
+			if adaptive {
+				r.limit, _ = admissionState(t, p)
+			}
+			return r
+		}
+		round.unloaded = limit(lc.closedLoop("unloaded", 1, d))
+		round.capacity = limit(lc.closedLoop("capacity", 8, d))
 		capacity := round.capacity.goodput()
 		for _, x := range []float64{1, 3, 10} {
-			round.phases = append(round.phases, lc.openLoop(fmt.Sprintf("%gx", x), x*capacity, d))
+			round.phases = append(round.phases, limit(lc.openLoop(fmt.Sprintf("%gx", x), x*capacity, d)))
 		}
 		close(stop)
 		<-watched
@@ -311,10 +318,10 @@ func (run overloadRun) table(t *testing.T, name string) {
 	t.Helper()
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s: %d rounds, phases of %v; max RSS %.1f MiB\n", name, len(run.rounds), run.rounds[0].capacity.duration, float64(run.rss)/(1<<20))
-	fmt.Fprintf(&b, "  %-5s %-9s %9s %9s %7s %7s %7s %7s %9s\n", "round", "phase", "offered/s", "goodput/s", "ok", "shed", "failed", "lost", "p99")
+	fmt.Fprintf(&b, "  %-5s %-9s %9s %9s %7s %7s %7s %7s %9s %6s\n", "round", "phase", "offered/s", "goodput/s", "ok", "shed", "failed", "lost", "p99", "limit")
 	for i, round := range run.rounds {
 		for _, r := range append([]phaseResult{round.unloaded, round.capacity}, round.phases...) {
-			fmt.Fprintf(&b, "  %-5d %-9s %9.0f %9.1f %7d %7d %7d %7d %9v\n", i+1, r.name, r.offered, r.goodput(), r.ok, r.shed, r.failed, r.lost, r.p99().Round(100*time.Microsecond))
+			fmt.Fprintf(&b, "  %-5d %-9s %9.0f %9.1f %7d %7d %7d %7d %9v %6d\n", i+1, r.name, r.offered, r.goodput(), r.ok, r.shed, r.failed, r.lost, r.p99().Round(100*time.Microsecond), r.limit)
 		}
 		h := round.health
 		fmt.Fprintf(&b, "  %-5d health: %d checks, p99 %v, slowest %v, %d failed\n", i+1, len(h.latencies), h.p99().Round(time.Millisecond), slices.Max(append(h.latencies, 0)).Round(time.Millisecond), h.failed)
@@ -335,10 +342,13 @@ func (run overloadRun) median(f func(overloadRound) float64) float64 {
 
 // TestOverload drives the load server at 1x, 3x and 10x the capacity it
 // measured first, in rounds, with the adaptive limit on, then off. With
-// it, in the median round, goodput under overload stays at 90% of that at
-// 1x, admitted calls keep a p99 within 3x the unloaded one, health checks
-// answer within 100ms (p99), and memory stays bounded (in the full run). The run without
-// the limiter is there to compare; its figures are logged, not asserted.
+// it, in the median round, goodput under overload stays at 90% of the
+// best goodput at 1x, with the limiter or without (the server's best: a
+// limit held too low would shed calls the server could have served),
+// admitted calls keep a p99 within 3x the unloaded one, health checks
+// answer within 100ms (p99), and memory stays bounded (in the full run).
+// The run without the limiter is otherwise there to compare; its figures
+// are logged, not asserted.
 func TestOverload(t *testing.T) {
 	on := runOverload(t, true)
 	on.table(t, "adaptive limit on")
@@ -353,11 +363,14 @@ func TestOverload(t *testing.T) {
 	if overloadPhase() < 10*time.Second {
 		minGoodput, maxP99, maxHealth = 0.75, 3, 250*time.Millisecond
 	}
+	at1x := func(r overloadRound) float64 { return r.phases[0].goodput() }
+	best := max(on.median(at1x), off.median(at1x))
+	t.Logf("goodput at 1x: median %.1f/s with the limiter, %.1f/s without", on.median(at1x), off.median(at1x))
 	for i, name := range []string{"3x", "10x"} {
-		ratio := on.median(func(r overloadRound) float64 { return r.phases[i+1].goodput() / r.phases[0].goodput() })
-		t.Logf("%s: goodput / goodput at 1x: median %.2f", name, ratio)
+		ratio := on.median(func(r overloadRound) float64 { return r.phases[i+1].goodput() }) / best
+		t.Logf("%s: goodput / best goodput at 1x: median %.2f", name, ratio)
 		if ratio < minGoodput {
-			t.Errorf("%s: goodput is %.2f of that at 1x (median of %d rounds); want %.2f or more", name, ratio, len(on.rounds), minGoodput)
+			t.Errorf("%s: goodput is %.2f of the best at 1x, %.1f/s (medians of %d rounds); want %.2f or more", name, ratio, best, len(on.rounds), minGoodput)
 		}
 	}
 	// The short run's p99 against the unloaded one mostly measures how busy
