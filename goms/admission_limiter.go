@@ -8,14 +8,14 @@ import (
 )
 
 // limiter is an adaptive concurrency limit in the manner of Netflix's
-// gradient limit. Each window, the mean latency of the calls that ended
+// gradient limits. Each window, the mean latency of the calls that ended
 // (short) is compared with its long-run average (long). When short stays
-// above both tolerance × long and long + slack for slowWindows in a row,
-// the limit shrinks to the calls that ran in the window times the
-// gradient, the larger of those over short (half at most), plus the
-// square root of those calls as headroom for a queue, but not below the
-// most calls that ran with good latency in the last 30 seconds; otherwise
-// it grows by a little headroom, while
+// above both tolerance × long and long + slack (allowed) for slowWindows
+// in a row, or goes above twice allowed, the limit shrinks to the calls
+// that ran in the window times the gradient, allowed over short (half at
+// most), plus the square root of those calls as headroom for a queue (as
+// Gradient2), but not below the most calls that ran with good latency in
+// the last 30 seconds; otherwise it grows by a little headroom, while
 // calls use at least half of it. The long-run average learns slowly from
 // windows at the limit, so that sustained overload does not teach it that
 // slow is normal, and drops fast when calls get faster.
@@ -50,8 +50,9 @@ type limiter struct {
 }
 
 // slowWindows is how many windows in a row must be slow before the limit
-// shrinks: a spike shorter than that (a collection, a connection
-// opening, a neighbour on the machine) sheds nothing.
+// shrinks, unless one is twice slower than allowed: a spike shorter than
+// that (a collection, a connection opening, a neighbour on the machine)
+// sheds nothing.
 const slowWindows = 3
 
 // limiterMinSamples is how many calls a window needs to update the limit.
@@ -136,7 +137,8 @@ func (l *limiter) update(now int64) {
 	default:
 		l.long += (short - l.long) / 600
 	}
-	gradient := max(0.5, min(1, max(l.tolerance*l.long, l.long+l.slack)/short))
+	allowed := max(l.tolerance*l.long, l.long+l.slack)
+	gradient := max(0.5, min(1, allowed/short))
 	est := l.est
 	second := now / int64(time.Second)
 	if gradient < 1 {
@@ -154,7 +156,10 @@ func (l *limiter) update(now int64) {
 		g.peak = max(g.peak, ran)
 	}
 	switch {
-	case gradient < 1 && l.slow < slowWindows:
+	case gradient < 1 && l.slow < slowWindows && short < 2*allowed:
+		// Slower, but not for long enough to tell from a spike; twice
+		// slower than allowed needs no confirmation: a queue that grew
+		// that much in a window only grows while the limit waits.
 		return
 	case gradient < 1:
 		// Slower: shrink from what ran in the window by the gradient, but
