@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -34,6 +35,8 @@ type accessFile struct {
 	max     int
 	dropped int64
 	closed  bool
+
+	second atomic.Pointer[recordSecond] // of the last record
 
 	wake    chan struct{}
 	stop    chan struct{}
@@ -66,7 +69,7 @@ var recordPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &
 // record appends the record of one call.
 func (a *accessFile) record(procedure string, peer connect.Peer, id string, start time.Time, err error, reqBytes, resBytes, reqMsgs, resMsgs int) {
 	bp := recordPool.Get().(*[]byte)
-	b := appendAccessRecord((*bp)[:0], time.Now(), a.level, procedure, peer, id, start, err, reqBytes, resBytes, reqMsgs, resMsgs)
+	b := appendAccessRecord((*bp)[:0], &a.second, time.Now(), a.level, procedure, peer, id, start, err, reqBytes, resBytes, reqMsgs, resMsgs)
 	a.mu.Lock()
 	if a.closed || len(a.buf)+len(b) > a.max {
 		a.dropped++
@@ -149,13 +152,13 @@ func (a *accessFile) close() error {
 // appendAccessRecord appends one record, in the shape slog's JSON handler
 // gives the access log interceptor's records: time, level, msg, then the
 // attributes, the duration in nanoseconds.
-func appendAccessRecord(b []byte, now time.Time, level, procedure string, peer connect.Peer, id string, start time.Time, err error, reqBytes, resBytes, reqMsgs, resMsgs int) []byte {
+func appendAccessRecord(b []byte, second *atomic.Pointer[recordSecond], now time.Time, level, procedure string, peer connect.Peer, id string, start time.Time, err error, reqBytes, resBytes, reqMsgs, resMsgs int) []byte {
 	code := "ok"
 	if err != nil {
 		code = connect.CodeOf(err).String()
 	}
 	b = append(b, `{"time":"`...)
-	b = now.AppendFormat(b, time.RFC3339Nano)
+	b = appendRFC3339Nano(b, second, now)
 	b = append(b, `","level":`...)
 	b = appendJSONString(b, level)
 	b = append(b, `,"msg":"goms: call","procedure":`...)
@@ -185,6 +188,51 @@ func appendAccessRecord(b []byte, now time.Time, level, procedure string, peer c
 	return append(b, "}\n"...)
 }
 
+// recordSecond is the part of a record's time that changes once a
+// second: "2006-01-02T15:04:05" and the zone, "Z07:00".
+type recordSecond struct {
+	unix         int64
+	loc          *time.Location
+	prefix, zone string
+}
+
+// appendRFC3339Nano appends t as t.AppendFormat(b, time.RFC3339Nano) does,
+// formatting the date, the time to the second and the zone once a second
+// (they take most of the formatting of a record's time) and keeping them
+// in last.
+func appendRFC3339Nano(b []byte, last *atomic.Pointer[recordSecond], t time.Time) []byte {
+	unix := t.Unix()
+	sec := last.Load()
+	if sec == nil || sec.unix != unix || sec.loc != t.Location() {
+		full := t.Truncate(time.Second).Format(time.RFC3339)
+		sec = &recordSecond{unix: unix, loc: t.Location(), prefix: full[:19], zone: full[19:]}
+		last.Store(sec)
+	}
+	b = append(b, sec.prefix...)
+	if ns := t.Nanosecond(); ns != 0 {
+		var frac [10]byte
+		frac[0] = '.'
+		for i := 9; i > 0; i-- {
+			frac[i] = byte('0' + ns%10)
+			ns /= 10
+		}
+		n := 10
+		for frac[n-1] == '0' {
+			n--
+		}
+		b = append(b, frac[:n]...)
+	}
+	return append(b, sec.zone...)
+}
+
+// jsonSafe marks the bytes a JSON string holds as they are.
+var jsonSafe = func() (safe [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		safe[c] = c != '"' && c != '\\'
+	}
+	return safe
+}()
+
 // appendJSONString appends s as a JSON string: quotes, backslashes and
 // control characters escaped, invalid UTF-8 replaced by U+FFFD.
 func appendJSONString(b []byte, s string) []byte {
@@ -193,7 +241,7 @@ func appendJSONString(b []byte, s string) []byte {
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+		if jsonSafe[c] {
 			i++
 			continue
 		}
