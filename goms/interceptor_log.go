@@ -102,12 +102,19 @@ func (c *countingConn) Send(m any) error {
 	return err
 }
 
+// messageSize returns the encoded size of m. It takes the size a Size or
+// Marshal of m left in it, when m has not changed since: the access log
+// and the metrics each size a call's messages (and connect-go sizes the
+// messages it sends), and only the first of them pays. A handler that
+// sizes a message, then changes it, has its earlier size counted.
 func messageSize(m any) int {
 	if pm, ok := m.(proto.Message); ok {
-		return proto.Size(pm)
+		return cachedSize.Size(pm)
 	}
 	return 0
 }
+
+var cachedSize = proto.MarshalOptions{UseCachedSize: true}
 
 func boolInt(b bool) int {
 	if b {
