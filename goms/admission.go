@@ -54,11 +54,15 @@ func (p priority) valid() bool {
 // AdaptiveLimit configures a listener's adaptive concurrency limit, on by
 // default. The limit follows the latency of the listener's unary calls,
 // measured over windows of Window: while it stays within Tolerance times
-// its long-run average, or within Slack of it, the limit may grow (when calls use at least half of
-// it), and when calls stay slower for three windows in a row the limit
-// shrinks, by half per window at most, but not below the most calls that
-// ran with good latency in the last 30 seconds: latency that grows while
-// concurrency does not (a busy neighbour on the machine) sheds nothing. Calls beyond it fail at once with CodeUnavailable, with gRPC's
+// its long-run average, or within Slack of it, the limit may grow (when
+// calls use at least half of it), and when calls stay slower for three
+// windows in a row, or get twice slower than that at once, the limit
+// shrinks to the calls that ran times the ratio (half at most) plus their
+// square root, the headroom of a queue that keeps the server busy, but
+// not below the most calls that ran with good latency in the last 30
+// seconds: latency that grows while concurrency does not (a busy
+// neighbour on the machine) sheds nothing. Calls beyond it fail at once
+// with CodeUnavailable, with gRPC's
 // grpc-retry-pushback-ms or HTTP's Retry-After, instead of queuing while
 // every call gets slower. Streaming calls are not counted: their duration
 // says nothing about load. The limit starts at Max, so a server that is
