@@ -204,6 +204,39 @@ func TestMinBodyRate(t *testing.T) {
 		}
 	})
 
+	// Data a client sends on a stream the server has already answered
+	// (here, a call of a method that does not exist, answered at once)
+	// is not a message the server waits for: a partial one must not get
+	// the connection closed after the grace period, with the calls on it.
+	t.Run("grpc-engine/data-after-answer", func(t *testing.T) {
+		t.Parallel()
+		conn := dial(t, srv.Addr("grpcgo"))
+		_ = conn.SetDeadline(time.Now().Add(callTimeout))
+		f := newH2Frames().preface().
+			headers(1, "POST", "/goms.v1.GoMsService/Missing", "application/grpc", false, true)
+		if _, err := conn.Write(f.bytes()); err != nil {
+			t.Fatal(err)
+		}
+		fr := responseFramer(conn)
+		if code, err := readGRPCStatus(fr, 1); err != nil || code != "12" {
+			t.Fatalf("an unknown method: grpc-status %q, %v; want 12 (unimplemented)", code, err)
+		}
+		f.buf.Reset()
+		f.data(1, append([]byte{0, 0, 0, 0x10, 0}, "partial"...), false)
+		if _, err := conn.Write(f.bytes()); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(grace + 500*time.Millisecond)
+		f.buf.Reset()
+		f.headers(3, "POST", "/grpc.health.v1.Health/Check", "application/grpc", false, true).data(3, envelope(0, nil), true)
+		if _, err := conn.Write(f.bytes()); err != nil {
+			t.Fatalf("the connection was closed: %v", err)
+		}
+		if code, err := readGRPCStatus(fr, 3); err != nil || code != "0" {
+			t.Fatalf("a health check after the grace period: grpc-status %q, %v", code, err)
+		}
+	})
+
 	// A body slow but above the rate: 64 bytes every 100ms for three
 	// grace periods.
 	t.Run("http1/connect-unary-slow-body", func(t *testing.T) {

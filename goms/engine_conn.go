@@ -247,6 +247,7 @@ type frameScanner struct {
 	lastBlock uint32
 	// bodies, when set, is given the data of DATA frames.
 	bodies    *bodyClocks
+	opened    uint32 // the highest stream a HEADERS frame opened
 	data      uint32 // stream of the DATA frame being read, 0 for none
 	padded    bool   // its pad length is still to come
 	dataLeft  uint32 // data bytes of it still to come, padding excluded
@@ -364,6 +365,15 @@ func (s *frameScanner) noteFrame(length uint32) {
 		s.data, s.dataLeft = id, length
 		s.padded = flags.Has(http2.FlagDataPadded)
 		s.endStream = flags.Has(http2.FlagDataEndStream)
+	case http2.FrameHeaders:
+		// A stream opens with its first HEADERS frame; later ones on it
+		// are trailers. One that ends the stream has no body to time.
+		if id > s.opened {
+			s.opened = id
+			if !flags.Has(http2.FlagHeadersEndStream) {
+				s.bodies.opened(id)
+			}
+		}
 	case http2.FrameRSTStream:
 		s.bodies.ended(id)
 	}
@@ -495,24 +505,31 @@ func (b *bodyClocks) streamContext(ctx context.Context) context.Context {
 	c.Context, c.cancel = context.WithCancelCause(ctx)
 	id := b.conn.frames.lastBlock // the tap runs on grpc-go's reader
 	b.mu.Lock()
-	clock := b.streams[id]
-	if clock == nil {
-		clock = &streamClock{}
-		b.streams[id] = clock
-	}
-	clock.ctx = c
+	if clock := b.streams[id]; clock != nil {
+		clock.ctx = c
+	} // else the client has sent its whole body already
 	b.mu.Unlock()
 	return c
 }
 
-// follow notes the data of a DATA frame of stream id.
+// opened starts following stream id, which a client's HEADERS frame has
+// just opened.
+func (b *bodyClocks) opened(id uint32) {
+	b.mu.Lock()
+	b.streams[id] = &streamClock{}
+	b.mu.Unlock()
+}
+
+// follow notes the data of a DATA frame of stream id. Data of a stream
+// either side has ended is not followed: the server reads no more of it
+// (grpc-go discards it), so a message left partial there is not one it
+// waits for.
 func (b *bodyClocks) follow(id uint32, p []byte) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	c := b.streams[id]
 	if c == nil {
-		c = &streamClock{}
-		b.streams[id] = c
+		return
 	}
 	for len(p) > 0 {
 		n, started, _ := c.env.step(p)
