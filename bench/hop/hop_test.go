@@ -61,6 +61,7 @@ func BenchmarkHop(b *testing.B) {
 		{"grpc-go", grpcGo},
 		{"connect-go", connectGo},
 		{"goms", gomsHop},
+		{"goms-bare", gomsBareHop},
 	}
 	for _, inFlight := range []int{1, 50} {
 		for _, c := range cases {
@@ -113,7 +114,11 @@ func BenchmarkHop(b *testing.B) {
 // BenchmarkHopSide prices each side of a goms hop against grpc-go's: a
 // grpc-go client calling goms's grpc engine (the serving side), and goms's
 // Server.Client calling a grpc-go server (the calling side). Compare each
-// with BenchmarkHop's grpc-go case of the same run.
+// with BenchmarkHop's grpc-go case of the same run. The -bare cases turn
+// off what goms's configuration can turn off (interceptors, the adaptive
+// limit, the body rate, hedging and retries) and leave connect's handler
+// or client, the bridge and the remote's default deadline: the floor of a
+// hop that keeps connect code at both ends.
 func BenchmarkHopSide(b *testing.B) {
 	cases := []struct {
 		name string
@@ -122,6 +127,8 @@ func BenchmarkHopSide(b *testing.B) {
 		{"grpc-go", grpcGo},
 		{"grpc-go-to-goms", grpcGoToGoms},
 		{"goms-to-grpc-go", gomsToGRPCGo},
+		{"grpc-go-to-goms-bare", grpcGoToGomsBare},
+		{"goms-bare-to-grpc-go", gomsBareToGRPCGo},
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
@@ -175,8 +182,24 @@ func grpcGoToGoms(b *testing.B) func(context.Context) error {
 	return grpcGoClient(b, gomsBackend(b).Addr("grpc").String())
 }
 
+// grpcGoToGomsBare calls a bare goms backend with grpc-go's client.
+func grpcGoToGomsBare(b *testing.B) func(context.Context) error {
+	return grpcGoClient(b, gomsBackendBare(b).Addr("grpc").String())
+}
+
 // gomsToGRPCGo calls a grpc-go server through Server.Client.
 func gomsToGRPCGo(b *testing.B) func(context.Context) error {
+	return gomsCaller(b, grpcGoServer(b))
+}
+
+// gomsBareToGRPCGo calls a grpc-go server through a bare caller's
+// Server.Client.
+func gomsBareToGRPCGo(b *testing.B) func(context.Context) error {
+	return gomsCallerBare(b, grpcGoServer(b))
+}
+
+// grpcGoServer starts a grpc-go server of Get and returns its address.
+func grpcGoServer(b *testing.B) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -185,7 +208,7 @@ func gomsToGRPCGo(b *testing.B) func(context.Context) error {
 	gs.RegisterService(&grpcDesc, struct{}{})
 	go func() { _ = gs.Serve(ln) }()
 	b.Cleanup(gs.Stop)
-	return gomsCaller(b, ln.Addr().String())
+	return ln.Addr().String()
 }
 
 func connectGo(b *testing.B) func(context.Context) error {
@@ -218,6 +241,12 @@ func gomsHop(b *testing.B) func(context.Context) error {
 	return gomsCaller(b, gomsBackend(b).Addr("grpc").String())
 }
 
+// gomsBareHop is gomsHop with a bare caller and backend (see
+// BenchmarkHopSide).
+func gomsBareHop(b *testing.B) func(context.Context) error {
+	return gomsCallerBare(b, gomsBackendBare(b).Addr("grpc").String())
+}
+
 // gomsBackend starts a goms server with the service on a grpc-mode
 // listener named grpc, served by the grpc engine.
 func gomsBackend(b *testing.B) *goms.Server {
@@ -227,13 +256,39 @@ func gomsBackend(b *testing.B) *goms.Server {
 		})
 }
 
+// gomsBackendBare is gomsBackend without interceptors, adaptive limit or
+// body rate.
+func gomsBackendBare(b *testing.B) *goms.Server {
+	return serve(b, goms.Config{
+		Listeners: []goms.Listener{{Name: "grpc", Addr: "127.0.0.1:0", Mode: goms.ModeGRPC, Engine: goms.EngineGRPC,
+			AdaptiveLimit: goms.AdaptiveLimit{Disabled: true}, MinBodyRate: -1}},
+		Interceptors: goms.Interceptors{Default: []string{}},
+	}, func(srv *goms.Server) error {
+		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(connectItems{}, srv.HandlerOptions()...))
+	})
+}
+
 // gomsCaller starts a goms server that reaches the service at addr as a
 // remote, and calls it through Server.Client, as services do.
 func gomsCaller(b *testing.B, addr string) func(context.Context) error {
+	return gomsClient(b, goms.Remote{Name: "items", Service: gomsv1connect.GoMsServiceName,
+		Targets: []string{addr}}, nil)
+}
+
+// gomsCallerBare is gomsCaller with Get neither hedged nor retried.
+func gomsCallerBare(b *testing.B, addr string) func(context.Context) error {
+	return gomsClient(b, goms.Remote{Name: "items", Service: gomsv1connect.GoMsServiceName,
+		Targets: []string{addr}, Methods: []goms.RemoteMethod{{Name: "Get", NoHedge: true}}}, []string{})
+}
+
+// gomsClient starts a goms server with the remote r and the interceptors
+// of interceptors (nil: the default ones), and calls Get through its
+// Server.Client.
+func gomsClient(b *testing.B, r goms.Remote, interceptors []string) func(context.Context) error {
 	caller := serve(b, goms.Config{
-		Listeners: []goms.Listener{{Name: "grpc", Addr: "127.0.0.1:0", Mode: goms.ModeGRPC}},
-		Remotes: []goms.Remote{{Name: "items", Service: gomsv1connect.GoMsServiceName,
-			Targets: []string{addr}}},
+		Listeners:    []goms.Listener{{Name: "grpc", Addr: "127.0.0.1:0", Mode: goms.ModeGRPC}},
+		Remotes:      []goms.Remote{r},
+		Interceptors: goms.Interceptors{Default: interceptors},
 	}, func(*goms.Server) error { return nil })
 	hc, url := caller.Client(gomsv1connect.GoMsServiceName)
 	client := gomsv1connect.NewGoMsServiceClient(hc, url, caller.ClientOptions()...)
