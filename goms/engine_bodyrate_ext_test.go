@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -194,14 +195,7 @@ func TestMinBodyRate(t *testing.T) {
 			t.Fatalf("a 5 MiB message: grpc-status %q, %v; want 8 (resource_exhausted)", code, err)
 		}
 		time.Sleep(grace + 500*time.Millisecond)
-		f.buf.Reset()
-		f.headers(3, "POST", "/grpc.health.v1.Health/Check", "application/grpc", false, true).data(3, envelope(0, nil), true)
-		if _, err := conn.Write(f.bytes()); err != nil {
-			t.Fatalf("the connection was closed: %v", err)
-		}
-		if code, err := readGRPCStatus(fr, 3); err != nil || code != "0" {
-			t.Fatalf("a health check after the grace period: grpc-status %q, %v", code, err)
-		}
+		checkHealthOn(t, conn, f, fr, 3)
 	})
 
 	// Data a client sends on a stream the server has already answered
@@ -227,14 +221,7 @@ func TestMinBodyRate(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(grace + 500*time.Millisecond)
-		f.buf.Reset()
-		f.headers(3, "POST", "/grpc.health.v1.Health/Check", "application/grpc", false, true).data(3, envelope(0, nil), true)
-		if _, err := conn.Write(f.bytes()); err != nil {
-			t.Fatalf("the connection was closed: %v", err)
-		}
-		if code, err := readGRPCStatus(fr, 3); err != nil || code != "0" {
-			t.Fatalf("a health check after the grace period: grpc-status %q, %v", code, err)
-		}
+		checkHealthOn(t, conn, f, fr, 3)
 	})
 
 	// A body slow but above the rate: 64 bytes every 100ms for three
@@ -316,6 +303,20 @@ func TestMinBodyRate(t *testing.T) {
 			}
 		}
 	})
+}
+
+// checkHealthOn makes a health check on stream id of conn, which must
+// still be open, and fails the test unless it is answered SERVING.
+func checkHealthOn(t *testing.T, conn net.Conn, f *h2Frames, fr *http2.Framer, id uint32) {
+	t.Helper()
+	f.buf.Reset()
+	f.headers(id, "POST", "/grpc.health.v1.Health/Check", "application/grpc", false, true).data(id, envelope(0, nil), true)
+	if _, err := conn.Write(f.bytes()); err != nil {
+		t.Fatalf("the connection was closed: %v", err)
+	}
+	if code, err := readGRPCStatus(fr, id); err != nil || code != "0" {
+		t.Fatalf("a health check after the grace period: grpc-status %q, %v", code, err)
+	}
 }
 
 // readMessage reads frames until a DATA frame of stream id.
