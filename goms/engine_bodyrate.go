@@ -1,15 +1,18 @@
 package goms
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
+	"golang.org/x/net/http2"
 )
 
 // rateBody is the request body of a call served by net/http on a
@@ -227,3 +230,291 @@ func (e *envelopes) step(p []byte) (n int, started, ended bool) {
 
 // pending reports whether a message has started and not ended.
 func (e *envelopes) pending() bool { return e.prefixN > 0 }
+
+// The grpc engine's clocks: grpc-go reads a connection's bodies itself, so
+// the connection follows their frames (see guardedConn.timeBodies).
+
+// noteFrame tells bodies of the stream a client's HEADERS frame opens, a
+// DATA frame to follow, or a stream its peer reset.
+func (s *frameScanner) noteFrame(length uint32) {
+	id := binary.BigEndian.Uint32(s.hdr[5:]) & (1<<31 - 1)
+	flags := http2.Flags(s.hdr[4])
+	switch http2.FrameType(s.hdr[3]) {
+	case http2.FrameData:
+		if length == 0 {
+			if flags.Has(http2.FlagDataEndStream) {
+				s.bodies.ended(id)
+			}
+			return
+		}
+		s.data, s.dataLeft = id, length
+		s.padded = flags.Has(http2.FlagDataPadded)
+		s.endStream = flags.Has(http2.FlagDataEndStream)
+	case http2.FrameHeaders:
+		// A stream opens with its first HEADERS frame; later ones on it
+		// are trailers. One that ends the stream has no body to time.
+		if id > s.opened {
+			s.opened = id
+			if !flags.Has(http2.FlagHeadersEndStream) {
+				s.bodies.opened(id)
+			}
+		}
+	case http2.FrameRSTStream:
+		s.bodies.ended(id)
+	}
+}
+
+// scanData follows the payload of a DATA frame and returns the rest of p.
+func (s *frameScanner) scanData(p []byte) []byte {
+	if s.padded {
+		s.padded = false
+		pad := uint32(p[0])
+		s.skip--
+		s.dataLeft = max(s.dataLeft-1, pad) - pad // net/http and grpc-go refuse too much padding
+		return p[1:]
+	}
+	k := min(uint32(len(p)), s.skip)
+	if d := min(k, s.dataLeft); d > 0 {
+		s.bodies.follow(s.data, p[:d])
+		s.dataLeft -= d
+	}
+	s.skip -= k
+	if s.skip == 0 {
+		if s.endStream {
+			s.bodies.ended(s.data)
+		}
+		s.data = 0
+	}
+	return p[k:]
+}
+
+// frameHeaders follows the frames a server writes, from their headers.
+type frameHeaders struct {
+	hdr  [9]byte
+	n    int
+	skip uint32
+}
+
+// scan tells b of each stream the written frames end: HEADERS with
+// END_STREAM, RST_STREAM. A client that stops sending the rest of a
+// message then is not slow.
+func (w *frameHeaders) scan(p []byte, b *bodyClocks) {
+	for len(p) > 0 {
+		if w.skip > 0 {
+			k := min(uint32(len(p)), w.skip)
+			w.skip -= k
+			p = p[k:]
+			continue
+		}
+		k := copy(w.hdr[w.n:], p)
+		w.n += k
+		p = p[k:]
+		if w.n < len(w.hdr) {
+			return
+		}
+		w.n = 0
+		w.skip = uint32(w.hdr[0])<<16 | uint32(w.hdr[1])<<8 | uint32(w.hdr[2])
+		id := binary.BigEndian.Uint32(w.hdr[5:]) & (1<<31 - 1)
+		switch t, f := http2.FrameType(w.hdr[3]), http2.Flags(w.hdr[4]); {
+		case t == http2.FrameRSTStream, t == http2.FrameHeaders && f.Has(http2.FlagHeadersEndStream):
+			b.ended(id)
+		}
+	}
+}
+
+// bodyClocks times the request messages of the streams of a connection
+// served by grpc-go, which reads a message whole before the handler sees
+// any of it: the clock of a message runs from its first byte to its last,
+// never between messages, and never once either side has ended the
+// stream. When a message has taken longer than grace and its bytes
+// average less than rate since it started, its stream's context (made by
+// grpc-go's tap, see streamContext) ends with context.DeadlineExceeded:
+// grpc-go answers the call with CodeDeadlineExceeded, and once the answer
+// is written the connection is closed.
+type bodyClocks struct {
+	rate  int
+	grace time.Duration
+	conn  *guardedConn
+
+	mu       sync.Mutex
+	streams  map[uint32]*streamClock
+	timer    *time.Timer
+	next     time.Time   // when the timer fires, zero when it is not armed
+	cut      uint32      // the stream cut, 0 before any
+	anyCut   atomic.Bool // a stream was cut: writes look for its end
+	endedNow bool        // a write being made ends the cut stream
+	drained  bool
+}
+
+// streamClock is the clock of one stream's pending message.
+type streamClock struct {
+	env   envelopes
+	start time.Time
+	got   int64
+	ctx   *cutContext // nil until grpc-go's tap made it
+}
+
+// cutContext is the context of a stream whose messages are timed: once
+// cut it is done, with context.DeadlineExceeded, which grpc-go answers the
+// call with. The bridge also ends it, with the shutdown's cause, when the
+// server cuts its calls at shutdown (see grpcEngine.handleStream): one
+// context per call instead of two.
+type cutContext struct {
+	context.Context // cancelled by cut, or with a cause at shutdown
+	cancel          context.CancelCauseFunc
+	cut             atomic.Bool
+}
+
+// cutContextKey finds a stream's cutContext among the values grpc-go adds
+// on top of it.
+type cutContextKey struct{}
+
+func (c *cutContext) Err() error {
+	if c.cut.Load() {
+		return context.DeadlineExceeded
+	}
+	return c.Context.Err()
+}
+
+func (c *cutContext) Value(key any) any {
+	if key == (cutContextKey{}) {
+		return c
+	}
+	return c.Context.Value(key)
+}
+
+// streamContext returns the context of the stream whose header block the
+// connection handed grpc-go last, which grpc-go's tap is called for.
+func (b *bodyClocks) streamContext(ctx context.Context) context.Context {
+	c := &cutContext{}
+	c.Context, c.cancel = context.WithCancelCause(ctx)
+	id := b.conn.frames.lastBlock // the tap runs on grpc-go's reader
+	b.mu.Lock()
+	if clock := b.streams[id]; clock != nil {
+		clock.ctx = c
+	} // else the client has sent its whole body already
+	b.mu.Unlock()
+	return c
+}
+
+// opened starts following stream id, which a client's HEADERS frame has
+// just opened.
+func (b *bodyClocks) opened(id uint32) {
+	b.mu.Lock()
+	b.streams[id] = &streamClock{}
+	b.mu.Unlock()
+}
+
+// follow notes the data of a DATA frame of stream id. Data of a stream
+// either side has ended is not followed: the server reads no more of it
+// (grpc-go discards it), so a message left partial there is not one it
+// waits for.
+func (b *bodyClocks) follow(id uint32, p []byte) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c := b.streams[id]
+	if c == nil {
+		return
+	}
+	for len(p) > 0 {
+		n, started, _ := c.env.step(p)
+		if started {
+			c.start, c.got = time.Now(), 0
+			b.arm(c.start.Add(b.grace))
+		}
+		c.got += int64(n)
+		p = p[n:]
+	}
+}
+
+// ended forgets a stream either side ended or reset.
+func (b *bodyClocks) ended(id uint32) {
+	b.mu.Lock()
+	delete(b.streams, id)
+	if b.cut != 0 && id == b.cut {
+		b.endedNow = true
+	}
+	b.mu.Unlock()
+}
+
+// afterWrite closes the connection once the answer to the cut stream is
+// written.
+func (b *bodyClocks) afterWrite() {
+	if !b.anyCut.Load() {
+		return // nearly always: no lock per write
+	}
+	b.mu.Lock()
+	drain := b.endedNow && !b.drained
+	b.drained = b.drained || drain
+	b.mu.Unlock()
+	if drain {
+		b.conn.drain()
+	}
+}
+
+// cutStream cuts stream id, or closes the connection when the stream has
+// no context to cut. b.mu is held.
+func (b *bodyClocks) cutStream(id uint32, c *streamClock) {
+	b.cut = id
+	b.anyCut.Store(true)
+	if c.ctx == nil {
+		_ = b.conn.Conn.Close()
+		return
+	}
+	c.ctx.cut.Store(true)
+	c.ctx.cancel(context.DeadlineExceeded)
+}
+
+// arm makes the timer fire at t at the latest. b.mu is held.
+func (b *bodyClocks) arm(t time.Time) {
+	if b.cut != 0 || !b.next.IsZero() && !t.Before(b.next) {
+		return
+	}
+	b.next = t
+	if b.timer == nil {
+		b.timer = time.AfterFunc(time.Until(t), b.check)
+	} else {
+		b.timer.Reset(time.Until(t))
+	}
+}
+
+// check closes the connection when a pending message is behind the rate,
+// and otherwise arms the timer for the next time one could be.
+func (b *bodyClocks) check() {
+	b.mu.Lock()
+	b.next = time.Time{}
+	now := time.Now()
+	var first time.Time
+	if b.cut != 0 {
+		b.mu.Unlock()
+		return
+	}
+	for id, c := range b.streams {
+		if !c.env.pending() {
+			continue
+		}
+		due := c.start.Add(b.grace)
+		if now.After(due) {
+			due = c.start.Add(time.Duration(float64(c.got) / float64(b.rate) * float64(time.Second)))
+			if !due.After(now) {
+				b.cutStream(id, c)
+				b.mu.Unlock()
+				return
+			}
+		}
+		if first.IsZero() || due.Before(first) {
+			first = due
+		}
+	}
+	if !first.IsZero() {
+		b.arm(maxTime(first, now.Add(10*time.Millisecond)))
+	}
+	b.mu.Unlock()
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
