@@ -234,8 +234,8 @@ func (e *envelopes) pending() bool { return e.prefixN > 0 }
 // The grpc engine's clocks: grpc-go reads a connection's bodies itself, so
 // the connection follows their frames (see guardedConn.timeBodies).
 
-// noteFrame tells bodies of the stream a client's HEADERS frame opens, a
-// DATA frame to follow, or a stream its peer reset.
+// noteFrame starts following a DATA frame, or ends a stream its peer
+// reset, for bodies.
 func (s *frameScanner) noteFrame(length uint32) {
 	id := binary.BigEndian.Uint32(s.hdr[5:]) & (1<<31 - 1)
 	flags := http2.Flags(s.hdr[4])
@@ -250,15 +250,6 @@ func (s *frameScanner) noteFrame(length uint32) {
 		s.data, s.dataLeft = id, length
 		s.padded = flags.Has(http2.FlagDataPadded)
 		s.endStream = flags.Has(http2.FlagDataEndStream)
-	case http2.FrameHeaders:
-		// A stream opens with its first HEADERS frame; later ones on it
-		// are trailers. One that ends the stream has no body to time.
-		if id > s.opened {
-			s.opened = id
-			if !flags.Has(http2.FlagHeadersEndStream) {
-				s.bodies.opened(id)
-			}
-		}
 	case http2.FrameRSTStream:
 		s.bodies.ended(id)
 	}
@@ -351,7 +342,7 @@ type streamClock struct {
 	env   envelopes
 	start time.Time
 	got   int64
-	ctx   *cutContext // nil until grpc-go's tap made it
+	ctx   *cutContext // made by grpc-go's tap
 }
 
 // cutContext is the context of a stream whose messages are timed: once
@@ -390,25 +381,16 @@ func (b *bodyClocks) streamContext(ctx context.Context) context.Context {
 	c.Context, c.cancel = context.WithCancelCause(ctx)
 	id := b.conn.frames.lastBlock // the tap runs on grpc-go's reader
 	b.mu.Lock()
-	if clock := b.streams[id]; clock != nil {
-		clock.ctx = c
-	} // else the client has sent its whole body already
+	b.streams[id] = &streamClock{ctx: c}
 	b.mu.Unlock()
 	return c
 }
 
-// opened starts following stream id, which a client's HEADERS frame has
-// just opened.
-func (b *bodyClocks) opened(id uint32) {
-	b.mu.Lock()
-	b.streams[id] = &streamClock{}
-	b.mu.Unlock()
-}
-
-// follow notes the data of a DATA frame of stream id. Data of a stream
-// either side has ended is not followed: the server reads no more of it
-// (grpc-go discards it), so a message left partial there is not one it
-// waits for.
+// follow notes the data of a DATA frame of stream id. A stream is followed
+// from grpc-go's tap (streamContext), which runs before grpc-go reads the
+// stream's data, until either side ends it: data of a stream grpc-go did
+// not take, or of one that ended, is not followed, as grpc-go reads no
+// more of it, so a message left partial there is not one it waits for.
 func (b *bodyClocks) follow(id uint32, p []byte) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -452,15 +434,10 @@ func (b *bodyClocks) afterWrite() {
 	}
 }
 
-// cutStream cuts stream id, or closes the connection when the stream has
-// no context to cut. b.mu is held.
+// cutStream cuts stream id. b.mu is held.
 func (b *bodyClocks) cutStream(id uint32, c *streamClock) {
 	b.cut = id
 	b.anyCut.Store(true)
-	if c.ctx == nil {
-		_ = b.conn.Conn.Close()
-		return
-	}
 	c.ctx.cut.Store(true)
 	c.ctx.cancel(context.DeadlineExceeded)
 }

@@ -246,7 +246,6 @@ type frameScanner struct {
 	lastBlock uint32
 	// bodies, when set, is given the data of DATA frames.
 	bodies    *bodyClocks
-	opened    uint32 // the highest stream a HEADERS frame opened
 	data      uint32 // stream of the DATA frame being read, 0 for none
 	padded    bool   // its pad length is still to come
 	dataLeft  uint32 // data bytes of it still to come, padding excluded
