@@ -116,9 +116,9 @@ func BenchmarkHop(b *testing.B) {
 // Server.Client calling a grpc-go server (the calling side). Compare each
 // with BenchmarkHop's grpc-go case of the same run. The -bare cases turn
 // off what goms's configuration can turn off (interceptors, the adaptive
-// limit, the body rate, hedging and retries) and leave connect's handler
-// or client, the bridge and the remote's default deadline: the floor of a
-// hop that keeps connect code at both ends.
+// limit, the body rate, hedging) and leave connect's handler or client,
+// the bridge, the remote's default deadline and retry policy: the floor
+// of a hop that keeps connect code at both ends.
 func BenchmarkHopSide(b *testing.B) {
 	cases := []struct {
 		name string
@@ -179,23 +179,23 @@ func grpcGoClient(b *testing.B, addr string) func(context.Context) error {
 
 // grpcGoToGoms calls goms's grpc engine with grpc-go's client.
 func grpcGoToGoms(b *testing.B) func(context.Context) error {
-	return grpcGoClient(b, gomsBackend(b).Addr("grpc").String())
+	return grpcGoClient(b, gomsBackend(b, false).Addr("grpc").String())
 }
 
 // grpcGoToGomsBare calls a bare goms backend with grpc-go's client.
 func grpcGoToGomsBare(b *testing.B) func(context.Context) error {
-	return grpcGoClient(b, gomsBackendBare(b).Addr("grpc").String())
+	return grpcGoClient(b, gomsBackend(b, true).Addr("grpc").String())
 }
 
 // gomsToGRPCGo calls a grpc-go server through Server.Client.
 func gomsToGRPCGo(b *testing.B) func(context.Context) error {
-	return gomsCaller(b, grpcGoServer(b))
+	return gomsCaller(b, grpcGoServer(b), false)
 }
 
 // gomsBareToGRPCGo calls a grpc-go server through a bare caller's
 // Server.Client.
 func gomsBareToGRPCGo(b *testing.B) func(context.Context) error {
-	return gomsCallerBare(b, grpcGoServer(b))
+	return gomsCaller(b, grpcGoServer(b), true)
 }
 
 // grpcGoServer starts a grpc-go server of Get and returns its address.
@@ -238,58 +238,44 @@ func connectGo(b *testing.B) func(context.Context) error {
 // (the grpc engine) and a second goms server that reaches it as a remote,
 // and calls it through the second's Server.Client, as services do.
 func gomsHop(b *testing.B) func(context.Context) error {
-	return gomsCaller(b, gomsBackend(b).Addr("grpc").String())
+	return gomsCaller(b, gomsBackend(b, false).Addr("grpc").String(), false)
 }
 
 // gomsBareHop is gomsHop with a bare caller and backend (see
 // BenchmarkHopSide).
 func gomsBareHop(b *testing.B) func(context.Context) error {
-	return gomsCallerBare(b, gomsBackendBare(b).Addr("grpc").String())
+	return gomsCaller(b, gomsBackend(b, true).Addr("grpc").String(), true)
 }
 
 // gomsBackend starts a goms server with the service on a grpc-mode
-// listener named grpc, served by the grpc engine.
-func gomsBackend(b *testing.B) *goms.Server {
-	return serve(b, goms.Config{Listeners: []goms.Listener{{Name: "grpc", Addr: "127.0.0.1:0", Mode: goms.ModeGRPC, Engine: goms.EngineGRPC}}},
-		func(srv *goms.Server) error {
-			return srv.Mount(gomsv1connect.NewGoMsServiceHandler(connectItems{}, srv.HandlerOptions()...))
-		})
-}
-
-// gomsBackendBare is gomsBackend without interceptors, adaptive limit or
-// body rate.
-func gomsBackendBare(b *testing.B) *goms.Server {
-	return serve(b, goms.Config{
-		Listeners: []goms.Listener{{Name: "grpc", Addr: "127.0.0.1:0", Mode: goms.ModeGRPC, Engine: goms.EngineGRPC,
-			AdaptiveLimit: goms.AdaptiveLimit{Disabled: true}, MinBodyRate: -1}},
-		Interceptors: goms.Interceptors{Default: []string{}},
-	}, func(srv *goms.Server) error {
+// listener named grpc, served by the grpc engine; a bare one has no
+// interceptors, adaptive limit or body rate.
+func gomsBackend(b *testing.B, bare bool) *goms.Server {
+	cfg := goms.Config{Listeners: []goms.Listener{{Name: "grpc", Addr: "127.0.0.1:0", Mode: goms.ModeGRPC, Engine: goms.EngineGRPC}}}
+	if bare {
+		cfg.Listeners[0].AdaptiveLimit.Disabled = true
+		cfg.Listeners[0].MinBodyRate = -1
+		cfg.Interceptors.Default = []string{}
+	}
+	return serve(b, cfg, func(srv *goms.Server) error {
 		return srv.Mount(gomsv1connect.NewGoMsServiceHandler(connectItems{}, srv.HandlerOptions()...))
 	})
 }
 
 // gomsCaller starts a goms server that reaches the service at addr as a
-// remote, and calls it through Server.Client, as services do.
-func gomsCaller(b *testing.B, addr string) func(context.Context) error {
-	return gomsClient(b, goms.Remote{Name: "items", Service: gomsv1connect.GoMsServiceName,
-		Targets: []string{addr}}, nil)
-}
-
-// gomsCallerBare is gomsCaller with Get neither hedged nor retried.
-func gomsCallerBare(b *testing.B, addr string) func(context.Context) error {
-	return gomsClient(b, goms.Remote{Name: "items", Service: gomsv1connect.GoMsServiceName,
-		Targets: []string{addr}, Methods: []goms.RemoteMethod{{Name: "Get", NoHedge: true}}}, []string{})
-}
-
-// gomsClient starts a goms server with the remote r and the interceptors
-// of interceptors (nil: the default ones), and calls Get through its
-// Server.Client.
-func gomsClient(b *testing.B, r goms.Remote, interceptors []string) func(context.Context) error {
-	caller := serve(b, goms.Config{
-		Listeners:    []goms.Listener{{Name: "grpc", Addr: "127.0.0.1:0", Mode: goms.ModeGRPC}},
-		Remotes:      []goms.Remote{r},
-		Interceptors: goms.Interceptors{Default: interceptors},
-	}, func(*goms.Server) error { return nil })
+// remote, and returns a call of Get through its Server.Client, as services
+// make them; a bare caller has no interceptors and does not hedge Get.
+func gomsCaller(b *testing.B, addr string, bare bool) func(context.Context) error {
+	cfg := goms.Config{
+		Listeners: []goms.Listener{{Name: "grpc", Addr: "127.0.0.1:0", Mode: goms.ModeGRPC}},
+		Remotes: []goms.Remote{{Name: "items", Service: gomsv1connect.GoMsServiceName,
+			Targets: []string{addr}}},
+	}
+	if bare {
+		cfg.Interceptors.Default = []string{}
+		cfg.Remotes[0].Methods = []goms.RemoteMethod{{Name: "Get", NoHedge: true}}
+	}
+	caller := serve(b, cfg, func(*goms.Server) error { return nil })
 	hc, url := caller.Client(gomsv1connect.GoMsServiceName)
 	client := gomsv1connect.NewGoMsServiceClient(hc, url, caller.ClientOptions()...)
 	return func(ctx context.Context) error {
