@@ -279,7 +279,15 @@ func startOverload(t *testing.T, adaptive bool) *overloadServer {
 	if !adaptive {
 		s.name = "limiter-off"
 	}
-	s.p = startLoadServer(t, s.name, "-cpu", "8ms", "-sleep", "20ms", "-adaptive="+strconv.FormatBool(adaptive))
+	args := []string{"-cpu", "8ms", "-sleep", "20ms", "-adaptive=" + strconv.FormatBool(adaptive)}
+	if adaptive {
+		// GOMS_OVERLOAD_LIMIT=N holds the limit at N, to measure what one
+		// limit does.
+		if n := os.Getenv("GOMS_OVERLOAD_LIMIT"); n != "" {
+			args = append(args, "-limit", n)
+		}
+	}
+	s.p = startLoadServer(t, s.name, args...)
 	s.lc = newLoadClient(t, s.p)
 	return s
 }

@@ -38,15 +38,16 @@ func main() {
 	sleep := flag.Duration("sleep", 0, "how long each Get waits, as on a slow dependency")
 	cpu := flag.Duration("cpu", 0, "how much CPU each Get burns, as measured on an idle core at start")
 	adaptive := flag.Bool("adaptive", true, "the listener's adaptive concurrency limit")
+	limit := flag.Int("limit", 0, "holds the adaptive limit at this many calls (its min and max), to measure what one limit does")
 	flag.Parse()
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	if err := run(logger, *sleep, *cpu, *adaptive); err != nil {
+	if err := run(logger, *sleep, *cpu, *adaptive, *limit); err != nil {
 		logger.Error("loadserver", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(logger *slog.Logger, sleep, cpu time.Duration, adaptive bool) error {
+func run(logger *slog.Logger, sleep, cpu time.Duration, adaptive bool, limit int) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	context.AfterFunc(ctx, stop) // a second signal stops the process at once
 	defer stop()
@@ -57,7 +58,7 @@ func run(logger *slog.Logger, sleep, cpu time.Duration, adaptive bool) error {
 	srv, err := goms.New(goms.Config{
 		Listeners: []goms.Listener{{
 			Name: "rpc", Addr: "127.0.0.1:0",
-			AdaptiveLimit: goms.AdaptiveLimit{Disabled: !adaptive},
+			AdaptiveLimit: goms.AdaptiveLimit{Disabled: !adaptive, Min: limit, Max: limit},
 		}},
 		Admin:           goms.Admin{Addr: "127.0.0.1:0"},
 		Plugins:         []goms.Plugin{metrics},
