@@ -1,8 +1,6 @@
 package goms_test
 
 import (
-	"context"
-	"net/http"
 	"testing"
 
 	"connectrpc.com/connect"
@@ -13,31 +11,12 @@ import (
 	"github.com/reversTeam/go-ms/goms/internal/gomstest"
 )
 
-// blockingService answers Get at once, except for the id "block", whose
-// call holds its place until block is closed.
-type blockingService struct {
-	gomsv1connect.UnimplementedGoMsServiceHandler
-	block   chan struct{}
-	started chan struct{}
-}
-
-func (s blockingService) Get(ctx context.Context, req *connect.Request[gomsv1.GetRequest]) (*connect.Response[gomsv1.GetResponse], error) {
-	if req.Msg.GetId() == "block" {
-		close(s.started)
-		select {
-		case <-s.block:
-		case <-ctx.Done():
-		}
-	}
-	return connect.NewResponse(&gomsv1.GetResponse{Item: &gomsv1.Item{Id: req.Msg.GetId()}}), nil
-}
-
 // BenchmarkShed compares a call the listener sheds (max_in_flight is 1,
-// and a blocked call holds the place) with one it serves, both Get over
-// gRPC on h2c with 50 in flight. Client and server share the process:
-// cpu-ns/op is the CPU of both. A shed call still costs what comes before
-// admission: the HTTP/2 stream, its headers, the request and the answer's
-// headers and trailers.
+// and a call held at the service's gate keeps the place) with one it
+// serves, both Get over gRPC on h2c with 50 in flight. Client and server
+// share the process: cpu-ns/op is the CPU of both. A shed call still costs
+// what comes before admission: the HTTP/2 stream, its headers, the request
+// and the answer's headers and trailers.
 func BenchmarkShed(b *testing.B) {
 	for _, shed := range []bool{false, true} {
 		name := "served"
@@ -45,23 +24,22 @@ func BenchmarkShed(b *testing.B) {
 			name = "shed"
 		}
 		b.Run(name, func(b *testing.B) {
-			svc := blockingService{block: make(chan struct{}), started: make(chan struct{})}
-			defer close(svc.block)
+			svc := &gatedService{}
 			l := goms.Listener{Name: "gateway"}
 			if shed {
+				svc.gate, svc.entered = make(chan struct{}), make(chan struct{}, 1)
+				defer close(svc.gate)
 				l.MaxInFlight = 1
 			}
 			srv := gomstest.Start(b, goms.Config{Listeners: []goms.Listener{l}}, func(srv *goms.Server) error {
 				return srv.Mount(gomsv1connect.NewGoMsServiceHandler(svc, srv.HandlerOptions()...))
 			})
-			var h2c http.Protocols
-			h2c.SetUnencryptedHTTP2(true)
-			hc := &http.Client{Transport: &http.Transport{Protocols: &h2c}}
-			c := gomsv1connect.NewGoMsServiceClient(hc, srv.URL("gateway"), connect.WithGRPC())
+			client := gomsv1connect.NewGoMsServiceClient(gomstest.H2C(b), srv.URL("gateway"), connect.WithGRPC())
 			ctx := b.Context()
+			req := &gomsv1.GetRequest{Id: "0123456789abcdef"}
 			if shed {
-				go func() { _, _ = c.Get(ctx, connect.NewRequest(&gomsv1.GetRequest{Id: "block"})) }()
-				<-svc.started
+				go func() { _, _ = client.Get(ctx, connect.NewRequest(req)) }()
+				<-svc.entered // the held call has the place
 			}
 			b.ReportAllocs()
 			b.SetParallelism(25)
@@ -69,9 +47,13 @@ func BenchmarkShed(b *testing.B) {
 			start := processCPU(b)
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					_, err := c.Get(ctx, connect.NewRequest(&gomsv1.GetRequest{Id: "x"}))
-					if shed != (connect.CodeOf(err) == connect.CodeUnavailable) {
-						b.Error(err)
+					_, err := client.Get(ctx, connect.NewRequest(req))
+					ok := err == nil
+					if shed {
+						ok = connect.CodeOf(err) == connect.CodeUnavailable
+					}
+					if !ok {
+						b.Errorf("shed %v: %v", shed, err)
 						return
 					}
 				}
